@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# Multi-stage build of a small static berth image.
+#
+# GO_IMAGE is an ARG so that machines without a registry can supply a local
+# Go image (see internal/testenv); everyone else gets the public one.
+ARG GO_IMAGE=golang:1.26-alpine
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+# Modules download during the build; a context that carries vendor/ builds offline.
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION}" -o /out/berth ./cmd/berth \
+ && mkdir -p /out/etc/ssl/certs /out/tmp \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/
+
+FROM scratch
+COPY --from=build /out/ /
+ENTRYPOINT ["/berth"]
+CMD ["run"]

@@ -1,0 +1,157 @@
+// Command berth is the sidecar controller: it watches Docker, writes nginx
+// config for labelled containers and reloads nginx. This is the only package
+// that reads flags and environment, sets up logging and exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/controller"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `berth: nginx sidecar controller for Docker.
+
+Usage:
+  berth [run] [flags]   watch Docker and keep nginx configured (default)
+  berth render [flags]  print the files berth would write now; writes nothing
+  berth version         print the version
+  berth COMMAND --help  flags of a command
+
+Every flag also reads an environment variable (shown in --help).
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit code: 0 ok, 1 failure,
+// 2 usage error.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && !isFlag(args[0]) {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run", "render":
+		s, err := parseSettings(cmd, args, stderr)
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "berth:", err)
+			return 2
+		}
+		log, err := newLogger(s.LogLevel, s.LogFormat, stderr)
+		if err != nil {
+			fmt.Fprintln(stderr, "berth:", err)
+			return 2
+		}
+		if cmd == "render" {
+			return render(s, stdout, log)
+		}
+		return serve(s, log)
+	case "version":
+		fmt.Fprintln(stdout, "berth", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "berth: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func isFlag(s string) bool { return len(s) > 0 && s[0] == '-' && s != "-h" && s != "--help" && s != "-help" }
+
+func newLogger(level, format string, w io.Writer) (*logrus.Entry, error) {
+	l := logrus.New()
+	l.SetOutput(w)
+	lvl, err := logrus.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("BERTH_LOG_LEVEL %q: want debug, info, warn or error", level)
+	}
+	l.SetLevel(lvl)
+	switch format {
+	case "text":
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	case "json":
+		l.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("BERTH_LOG_FORMAT %q: want text or json", format)
+	}
+	return logrus.NewEntry(l), nil
+}
+
+// serve runs the controller until SIGTERM or SIGINT.
+func serve(s settings, log *logrus.Entry) int {
+	if err := prepareDirs(s); err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	engine, err := controller.NewDockerEngine()
+	if err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	defer engine.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "nginx": s.NginxContainer}).Info("berth starting")
+	if err := controller.New(engine, s.controllerOptions(), log).Run(ctx); err != nil {
+		log.WithError(err).Error("stopped")
+		return 1
+	}
+	log.Info("berth stopped; nginx config left in place")
+	return 0
+}
+
+// prepareDirs checks the conf dir exists (it is nginx's: berth must not
+// invent it) and creates the challenge directory in the webroot.
+func prepareDirs(s settings) error {
+	if fi, err := os.Stat(s.ConfDir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("BERTH_CONF_DIR %s: not a directory (mount nginx's conf.d volume there)", s.ConfDir)
+	}
+	challenge := filepath.Join(s.Webroot, ".well-known", "acme-challenge")
+	if err := os.MkdirAll(challenge, 0o755); err != nil {
+		return fmt.Errorf("BERTH_WEBROOT: %w", err)
+	}
+	return nil
+}
+
+// render prints the files for the current Docker state, sorted by name.
+func render(s settings, stdout io.Writer, log *logrus.Entry) int {
+	engine, err := controller.NewDockerEngine()
+	if err != nil {
+		log.WithError(err).Error("render")
+		return 1
+	}
+	defer engine.Close()
+	files, err := controller.Render(context.Background(), engine, s.controllerOptions(), log)
+	if err != nil {
+		log.WithError(err).Error("render")
+		return 1
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(stdout, "# ==> %s <==\n%s\n", filepath.Join(s.ConfDir, n), files[n])
+	}
+	return 0
+}

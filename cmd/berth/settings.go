@@ -1,0 +1,77 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/berthproxy/berth/controller"
+)
+
+// settings are the controller settings of DESIGN.md: each flag's default
+// comes from its environment variable, and the flag wins.
+type settings struct {
+	ConfDir, CertsDir, Webroot, StateDir string
+	NginxContainer                       string
+	ACMEEmail, ACMECA, ACMECARoots       string
+	LogLevel, LogFormat                  string
+	Resync                               time.Duration
+}
+
+func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error) {
+	var s settings
+	fs := flag.NewFlagSet("berth "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, env, def, help string) {
+		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", help, env))
+	}
+	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "nginx conf.d volume; berth owns only berth-*.conf there")
+	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx")
+	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
+	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "berth's own state")
+	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID (default: the running container labelled proxy.nginx=true)")
+	str(&s.ACMEEmail, "acme-email", "BERTH_ACME_EMAIL", "", "ACME account contact")
+	str(&s.ACMECA, "acme-ca", "BERTH_ACME_CA", "letsencrypt", "ACME directory URL, letsencrypt or letsencrypt-staging")
+	str(&s.ACMECARoots, "acme-ca-roots", "BERTH_ACME_CA_ROOTS", "", "PEM file of extra roots to trust for the CA")
+	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
+	resync := envOr("BERTH_RESYNC", controller.DefaultResync.String())
+	fs.Func("resync", fmt.Sprintf("period of the full resync (env BERTH_RESYNC, default %s)", resync), func(v string) error {
+		resync = v
+		return nil
+	})
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: berth %s [flags]\n\nFlags:\n", cmd)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	d, err := time.ParseDuration(resync)
+	if err != nil || d < time.Second {
+		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
+	}
+	s.Resync = d
+	return s, nil
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func (s settings) controllerOptions() controller.Options {
+	return controller.Options{
+		ConfDir:   s.ConfDir,
+		Webroot:   s.Webroot,
+		NginxName: s.NginxContainer,
+		Resync:    s.Resync,
+	}
+}

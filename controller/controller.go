@@ -1,0 +1,142 @@
+// Package controller owns label parsing, the projection of Docker containers
+// into plain structs, the desired-state computation, and the watch → pace →
+// reconcile loop that writes nginx files, validates them with nginx -t in the
+// nginx container and signals a reload.
+//
+// Only docker.go talks to Docker. The loop is the single writer of berth's
+// nginx files. It must not touch any file in the conf dir that is not
+// berth's (see nginxconf.Owned), and it never exits the process.
+package controller
+
+import (
+	"context"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/nginxconf"
+)
+
+// Options are the controller settings (see DESIGN.md).
+type Options struct {
+	ConfDir   string // berth-*.conf go here; the nginx container sees it at conf.d
+	Webroot   string // ACME webroot path, same in nginx
+	NginxName string // nginx container name or ID; "" finds it by label proxy.nginx=true
+	Listen    [2]string
+	// Resync is the period of the full pass that catches missed events.
+	Resync time.Duration
+	// Certs, when set, says which hosts have a certificate on disk.
+	Certs func() map[string]nginxconf.TLS
+}
+
+// DefaultResync is short because a pass with no change costs one list call
+// and no write: cheap insurance against a lost event.
+const DefaultResync = 30 * time.Second
+
+// Controller runs the reconcile loop.
+type Controller struct {
+	engine Engine
+	opts   Options
+	log    *logrus.Entry
+	pacer  reloadPacer
+	pass   int
+
+	notBefore  time.Time           // paced: no pass before this
+	failures   int                 // consecutive failed passes, for backoff
+	reported   map[string]bool     // problems already logged, to log each once per change
+	nginxState string              // last logged nginx lookup outcome
+	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
+}
+
+// New returns a controller. The logger should carry no per-pass fields.
+func New(engine Engine, opts Options, log *logrus.Entry) *Controller {
+	if opts.Resync <= 0 {
+		opts.Resync = DefaultResync
+	}
+	return &Controller{engine: engine, opts: opts, log: log, reported: map[string]bool{}, quarantine: map[string][32]byte{}}
+}
+
+// Run watches Docker and reconciles until ctx ends. It returns nil on
+// cancellation: berth's files stay in place, so nginx keeps serving.
+func (c *Controller) Run(ctx context.Context) error {
+	pokes := make(chan string, 1)
+	go c.watch(ctx, pokes)
+	timer := time.NewTimer(0) // first pass at once
+	defer timer.Stop()
+	resync := time.NewTicker(c.opts.Resync)
+	defer resync.Stop()
+	next := time.Now()
+	schedule := func(at time.Time) {
+		if at.Before(c.notBefore) {
+			at = c.notBefore
+		}
+		if !next.IsZero() && !at.Before(next) {
+			return // an earlier pass is already due and will see this change
+		}
+		next = at
+		timer.Reset(time.Until(at))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case why := <-pokes:
+			c.log.WithField("event", why).Debug("docker event")
+			schedule(time.Now().Add(coalesceDelay))
+		case <-resync.C:
+			schedule(time.Now())
+		case <-timer.C:
+			next = time.Time{}
+			if again := c.reconcile(ctx, time.Now()); again > 0 {
+				schedule(time.Now().Add(again))
+			}
+		}
+	}
+}
+
+// poke delivers an event without blocking: one pending poke is enough,
+// since every pass reads the whole world.
+func poke(pokes chan<- string, why string) {
+	select {
+	case pokes <- why:
+	default:
+	}
+}
+
+// watch subscribes to Docker events and pokes the loop; when the stream
+// breaks it backs off, resubscribes and pokes for a resync.
+func (c *Controller) watch(ctx context.Context, pokes chan<- string) {
+	for attempt := 0; ; attempt++ {
+		msgs, errs := c.engine.Events(ctx)
+		if attempt > 0 {
+			poke(pokes, "resubscribed")
+		}
+		err := c.drain(ctx, msgs, errs, pokes, &attempt)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := backoff(attempt + 1)
+		c.log.WithError(err).WithField("retry_in", wait).Warn("docker event stream broken; resubscribing")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// drain forwards events until the stream fails. A received event proves the
+// stream healthy, so it resets the backoff.
+func (c *Controller) drain(ctx context.Context, msgs <-chan string, errs <-chan error, pokes chan<- string, attempt *int) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case m := <-msgs:
+			*attempt = 0
+			poke(pokes, m)
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package controller
+
+// This is the only file that imports the Docker client, so the engine can be
+// swapped (or faked in unit tests) behind the Engine interface.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stdcopy"
+)
+
+// Engine is the narrow view of Docker that berth needs.
+type Engine interface {
+	// List returns the running containers, projected.
+	List(ctx context.Context) ([]Container, error)
+	// Events streams relevant changes. The message channel carries a short
+	// description for logs; the error channel yields one error and closes.
+	Events(ctx context.Context) (<-chan string, <-chan error)
+	// Exec runs cmd in a container and returns its exit code and output.
+	Exec(ctx context.Context, id string, cmd []string) (int, string, error)
+	// Signal sends a signal (e.g. "HUP") to a container's main process.
+	Signal(ctx context.Context, id, sig string) error
+}
+
+// DockerEngine implements Engine with the Docker Engine API.
+type DockerEngine struct {
+	cli *client.Client
+}
+
+// NewDockerEngine connects using the standard DOCKER_* environment. API
+// version negotiation is required: without it every call fails against
+// older engines, and pinning a version would fail against newer ones.
+func NewDockerEngine() (*DockerEngine, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &DockerEngine{cli: cli}, nil
+}
+
+// Close releases the client's connections.
+func (d *DockerEngine) Close() error { return d.cli.Close() }
+
+// List uses one list call per pass: it carries labels, networks with
+// addresses, exposed ports and the health suffix of the status, so every
+// pass sees the current state and no cache can go stale.
+func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
+	list, err := d.cli.ContainerList(ctx, container.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	out := make([]Container, 0, len(list))
+	for _, s := range list {
+		out = append(out, projectSummary(s))
+	}
+	return out, nil
+}
+
+func projectSummary(s container.Summary) Container {
+	c := Container{
+		ID:       s.ID,
+		Name:     strings.TrimPrefix(firstOr(s.Names, s.ID), "/"),
+		Labels:   s.Labels,
+		Running:  s.State == container.StateRunning,
+		Health:   healthFromStatus(s.Status),
+		Networks: map[string]string{},
+	}
+	if s.NetworkSettings != nil {
+		for name, ep := range s.NetworkSettings.Networks {
+			if ep != nil {
+				c.Networks[name] = ep.IPAddress
+			}
+		}
+	}
+	for _, p := range s.Ports {
+		if p.Type == "tcp" && p.PrivatePort != 0 {
+			c.Exposed = append(c.Exposed, int(p.PrivatePort))
+		}
+	}
+	slices.Sort(c.Exposed)
+	c.Exposed = slices.Compact(c.Exposed)
+	return c
+}
+
+// healthFromStatus reads the health suffix Docker appends to the status
+// ("Up 3 seconds (health: starting)", "(healthy)", "(unhealthy)").
+func healthFromStatus(status string) string {
+	switch {
+	case strings.HasSuffix(status, "(health: starting)"):
+		return HealthStarting
+	case strings.HasSuffix(status, "(unhealthy)"):
+		return HealthUnhealthy
+	case strings.HasSuffix(status, "(healthy)"):
+		return HealthHealthy
+	}
+	return ""
+}
+
+func firstOr(xs []string, def string) string {
+	if len(xs) == 0 {
+		return def
+	}
+	return xs[0]
+}
+
+// Events subscribes to the changes that can alter routing. Network events
+// carry no container labels, so no label filter is used; kill and exec_*
+// are left out so berth's own nginx -t and SIGHUP do not wake it.
+func (d *DockerEngine) Events(ctx context.Context) (<-chan string, <-chan error) {
+	f := filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("type", string(events.NetworkEventType)),
+		filters.Arg("event", "start"),
+		filters.Arg("event", "die"),
+		filters.Arg("event", "destroy"),
+		filters.Arg("event", "health_status"),
+		filters.Arg("event", "connect"),
+		filters.Arg("event", "disconnect"),
+		filters.Arg("event", "rename"),
+	)
+	msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: f})
+	out := make(chan string)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-msgs:
+				desc := fmt.Sprintf("%s %s %s", m.Type, m.Action, shortID(m.Actor.ID))
+				select {
+				case out <- desc:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, errs
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// Exec runs cmd and waits for it, returning the exit code and the combined
+// output (nginx -t writes its verdict to stderr).
+func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, string, error) {
+	created, err := d.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return -1, "", fmt.Errorf("exec create in %s: %w", shortID(id), err)
+	}
+	att, err := d.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return -1, "", fmt.Errorf("exec attach in %s: %w", shortID(id), err)
+	}
+	defer att.Close()
+	var out bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &out, att.Reader); err != nil {
+		return -1, out.String(), fmt.Errorf("exec read in %s: %w", shortID(id), err)
+	}
+	insp, err := d.cli.ContainerExecInspect(ctx, created.ID)
+	if err != nil {
+		return -1, out.String(), fmt.Errorf("exec inspect in %s: %w", shortID(id), err)
+	}
+	return insp.ExitCode, out.String(), nil
+}
+
+// Signal sends sig to the container's main process.
+func (d *DockerEngine) Signal(ctx context.Context, id, sig string) error {
+	if err := d.cli.ContainerKill(ctx, id, sig); err != nil {
+		return fmt.Errorf("signal %s to %s: %w", sig, shortID(id), err)
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+// Package nginxconf owns the nginx model berth renders, the pure renderer that
+// turns it into bytes, and the atomic writer of berth's own files.
+//
+// It must not know about Docker, ACME or labels: it takes a fully validated
+// Config and trusts only that its values passed validation upstream. Every
+// value that reaches the output is also checked here against a strict
+// character set (see safeToken), so a validation bug upstream produces a
+// render error instead of injected configuration.
+package nginxconf
+
+// HTTPS modes for a Site, matching the proxy.https label.
+const (
+	HTTPSRedirect = "redirect" // HTTP answers 301 to HTTPS once a certificate exists
+	HTTPSBoth     = "both"     // HTTP and HTTPS both proxy
+	HTTPSOff      = "off"      // HTTP only, even with a certificate
+)
+
+// Config is the whole desired nginx state berth owns.
+type Config struct {
+	// Listen addresses; empty means "80" and "443". Tests bind loopback ports.
+	HTTPListen  string
+	HTTPSListen string
+	// Webroot is the directory served for /.well-known/acme-challenge/.
+	Webroot string
+	// Sites, one per hostname. Order does not matter: rendering sorts.
+	Sites []Site
+}
+
+// Site is one virtual host.
+type Site struct {
+	Host string
+	// HTTPS is one of the HTTPS* modes; empty means HTTPSRedirect.
+	HTTPS string
+	// TLS is set when a certificate for Host exists on disk.
+	TLS *TLS
+	// Locations by path prefix; several backends per location are balanced.
+	Locations []Location
+}
+
+// TLS points at certificate files readable by nginx.
+type TLS struct {
+	CertFile string // full chain, PEM
+	KeyFile  string // private key, PEM
+}
+
+// Location routes one path prefix of a Site.
+type Location struct {
+	Path string // absolute prefix, "/" for everything
+	// Backends are "ip:port"; none means the location answers 503.
+	Backends []string
+}

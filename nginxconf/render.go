@@ -1,0 +1,129 @@
+package nginxconf
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// File names. Host files are FilePrefix + host + FileSuffix; the default
+// server uses an underscore, which no valid hostname contains, so a site
+// called "default" can never collide with it.
+const (
+	FilePrefix  = "berth-"
+	FileSuffix  = ".conf"
+	DefaultFile = FilePrefix + "_default" + FileSuffix
+)
+
+// Files maps a file name inside the conf dir to its content.
+type Files map[string][]byte
+
+// safeToken is the only shape of value that may reach the output. It has no
+// whitespace, quotes, braces, semicolons, '$' or '#', so a value can never end
+// a directive, open a block or expand a variable.
+var safeToken = regexp.MustCompile(`^[A-Za-z0-9._~/:@%+=,\[\]-]+$`)
+
+// hostToken is stricter: a lower-case DNS name (already punycode).
+var hostToken = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
+// SiteError says why one site was left out of the rendered output.
+type SiteError struct {
+	Host   string
+	Reason string
+}
+
+func (e *SiteError) Error() string { return fmt.Sprintf("site %q: %s", e.Host, e.Reason) }
+
+// Render turns cfg into berth's files. It is pure and deterministic: equal
+// input (in any order) gives byte-identical output. A site with a value that
+// is not safe to emit is left out and reported; the other sites still render,
+// so one bad input never takes the rest down.
+func Render(cfg Config) (Files, []error) {
+	var errs []error
+	files := Files{}
+	webroot := cfg.Webroot
+	if !safeToken.MatchString(webroot) || !strings.HasPrefix(webroot, "/") {
+		// Without a safe webroot no server block can be written.
+		return files, []error{fmt.Errorf("webroot %q: not an absolute path of safe characters", webroot)}
+	}
+	httpListen, httpsListen := listenOr(cfg.HTTPListen, "80"), listenOr(cfg.HTTPSListen, "443")
+	if !safeToken.MatchString(httpListen) || !safeToken.MatchString(httpsListen) {
+		return files, []error{fmt.Errorf("listen %q/%q: unsafe characters", httpListen, httpsListen)}
+	}
+	files[DefaultFile] = renderDefault(webroot, httpListen, httpsListen)
+	for _, s := range sortedSites(cfg.Sites) {
+		if err := checkSite(s); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		name := FilePrefix + s.Host + FileSuffix
+		if _, dup := files[name]; dup {
+			errs = append(errs, &SiteError{s.Host, "duplicate site"})
+			continue
+		}
+		files[name] = renderSite(s, webroot, httpListen, httpsListen)
+	}
+	return files, errs
+}
+
+func listenOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// sortedSites returns a copy of sites sorted by host, each with its
+// locations sorted by path and backends sorted, so output is independent of
+// the order Docker listed containers in.
+func sortedSites(sites []Site) []Site {
+	out := make([]Site, len(sites))
+	for i, s := range sites {
+		locs := make([]Location, len(s.Locations))
+		for j, l := range s.Locations {
+			l.Backends = slices.Clone(l.Backends)
+			slices.Sort(l.Backends)
+			l.Backends = slices.Compact(l.Backends)
+			locs[j] = l
+		}
+		slices.SortFunc(locs, func(a, b Location) int { return strings.Compare(a.Path, b.Path) })
+		s.Locations = locs
+		out[i] = s
+	}
+	slices.SortFunc(out, func(a, b Site) int { return strings.Compare(a.Host, b.Host) })
+	return out
+}
+
+func checkSite(s Site) error {
+	if len(s.Host) > 253 || !hostToken.MatchString(s.Host) {
+		return &SiteError{s.Host, "host is not a lower-case DNS name"}
+	}
+	switch s.HTTPS {
+	case "", HTTPSRedirect, HTTPSBoth, HTTPSOff:
+	default:
+		return &SiteError{s.Host, fmt.Sprintf("unknown https mode %q", s.HTTPS)}
+	}
+	if s.TLS != nil && (!safePath(s.TLS.CertFile) || !safePath(s.TLS.KeyFile)) {
+		return &SiteError{s.Host, "certificate path has unsafe characters"}
+	}
+	if len(s.Locations) == 0 {
+		return &SiteError{s.Host, "no locations"}
+	}
+	for i, l := range s.Locations {
+		if !safePath(l.Path) || strings.Contains(l.Path, "//") {
+			return &SiteError{s.Host, fmt.Sprintf("path %q has unsafe characters", l.Path)}
+		}
+		if i > 0 && s.Locations[i-1].Path == l.Path {
+			return &SiteError{s.Host, fmt.Sprintf("path %q appears twice", l.Path)}
+		}
+		for _, b := range l.Backends {
+			if !safeToken.MatchString(b) || strings.HasPrefix(b, "/") {
+				return &SiteError{s.Host, fmt.Sprintf("backend %q is not host:port", b)}
+			}
+		}
+	}
+	return nil
+}
+
+func safePath(p string) bool { return strings.HasPrefix(p, "/") && safeToken.MatchString(p) }

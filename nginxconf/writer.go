@@ -1,0 +1,125 @@
+package nginxconf
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Owned reports whether name is one of berth's files. berth never reads,
+// writes or deletes anything else in the conf dir.
+func Owned(name string) bool {
+	return strings.HasPrefix(name, FilePrefix) && strings.HasSuffix(name, FileSuffix) &&
+		!strings.ContainsRune(name, '/')
+}
+
+// ReadOwned returns berth's files currently in dir.
+func ReadOwned(dir string) (Files, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read conf dir: %w", err)
+	}
+	files := Files{}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !Owned(e.Name()) {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", e.Name(), err)
+		}
+		files[e.Name()] = data
+	}
+	return files, nil
+}
+
+// Plan is the difference between the files on disk and the desired files.
+type Plan struct {
+	Write  []string // new or changed, sorted
+	Remove []string // owned files no longer wanted, sorted
+}
+
+// Empty reports whether nothing needs to change.
+func (p Plan) Empty() bool { return len(p.Write) == 0 && len(p.Remove) == 0 }
+
+// Diff compares current with desired. Pure.
+func Diff(current, desired Files) Plan {
+	var p Plan
+	for name, data := range desired {
+		if old, ok := current[name]; !ok || !bytes.Equal(old, data) {
+			p.Write = append(p.Write, name)
+		}
+	}
+	for name := range current {
+		if _, ok := desired[name]; !ok {
+			p.Remove = append(p.Remove, name)
+		}
+	}
+	slices.Sort(p.Write)
+	slices.Sort(p.Remove)
+	return p
+}
+
+// Apply makes dir hold exactly desired among berth's files, writing each
+// changed file atomically (temp file + rename, so nginx never reads half a
+// file), and returns the previous state for Rollback. previous must be what
+// ReadOwned returned for dir.
+func Apply(dir string, previous, desired Files) (Plan, error) {
+	p := Diff(previous, desired)
+	for _, name := range p.Write {
+		if err := writeAtomic(dir, name, desired[name]); err != nil {
+			return p, err
+		}
+	}
+	for _, name := range p.Remove {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return p, fmt.Errorf("remove %s: %w", name, err)
+		}
+	}
+	return p, nil
+}
+
+// Rollback restores dir to previous after a failed Apply or validation.
+func Rollback(dir string, previous Files) error {
+	current, err := ReadOwned(dir)
+	if err != nil {
+		return err
+	}
+	_, err = Apply(dir, current, previous)
+	return err
+}
+
+// writeAtomic writes through a temp file whose name nginx's "*.conf" include
+// never matches, fsyncs it and renames it over the target.
+func writeAtomic(dir, name string, data []byte) error {
+	f, err := os.CreateTemp(dir, ".berth-*.tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	// Readable by nginx workers, whatever user they run as.
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", name, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("rename %s: %w", name, err)
+	}
+	return nil
+}
