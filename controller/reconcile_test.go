@@ -1,0 +1,189 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/nginxconf"
+)
+
+// fakeEngine is the unit-layer stand-in for Docker: a container list, an
+// nginx -t verdict and a record of signals.
+type fakeEngine struct {
+	mu         sync.Mutex
+	containers []Container
+	listErr    error
+	validate   func(confDir string) (int, string) // nginx -t
+	confDir    string
+	execs      int
+	signals    int
+}
+
+func (f *fakeEngine) List(context.Context) ([]Container, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Container(nil), f.containers...), f.listErr
+}
+
+func (f *fakeEngine) Events(ctx context.Context) (<-chan string, <-chan error) {
+	return make(chan string), make(chan error)
+}
+
+func (f *fakeEngine) Exec(_ context.Context, _ string, cmd []string) (int, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.execs++
+	if f.validate != nil {
+		code, out := f.validate(f.confDir)
+		return code, out, nil
+	}
+	return 0, "syntax is ok", nil
+}
+
+func (f *fakeEngine) Signal(context.Context, string, string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.signals++
+	return nil
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func newTestController(t *testing.T, cs ...Container) (*Controller, *fakeEngine) {
+	dir := t.TempDir()
+	eng := &fakeEngine{containers: append(cs, testNginx), confDir: dir}
+	return New(eng, Options{ConfDir: dir, Webroot: "/var/www/acme"}, quietLog()), eng
+}
+
+// far apart enough that the reload pacer never holds a pass in these tests.
+func passAt(c *Controller, i int) time.Duration {
+	return c.reconcile(context.Background(), time.Now().Add(time.Duration(i)*time.Minute))
+}
+
+func TestUnchangedStateWritesAndReloadsNothing(t *testing.T) {
+	c, eng := newTestController(t, svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80))
+	passAt(c, 0)
+	if eng.signals != 1 {
+		t.Fatalf("first pass: %d reloads, want 1", eng.signals)
+	}
+	fi, _ := os.Stat(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
+	// A fresh controller, as after a berth restart, must find nothing to do.
+	c2 := New(eng, c.opts, quietLog())
+	passAt(c2, 1)
+	passAt(c, 2)
+	if eng.signals != 1 || eng.execs != 1 {
+		t.Fatalf("after unchanged passes: %d reloads, %d validations; want 1 and 1", eng.signals, eng.execs)
+	}
+	fi2, _ := os.Stat(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
+	if !fi.ModTime().Equal(fi2.ModTime()) {
+		t.Fatal("an unchanged file was rewritten")
+	}
+}
+
+func TestRejectedConfigIsRolledBackAndOnlyTheBadHostIsHeldBack(t *testing.T) {
+	c, eng := newTestController(t, svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80))
+	passAt(c, 0)
+	good, _ := os.ReadFile(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
+	// nginx now rejects any a.test file that mentions port 81.
+	eng.validate = func(dir string) (int, string) {
+		b, _ := os.ReadFile(filepath.Join(dir, "berth-a.test.conf"))
+		if strings.Contains(string(b), ":81;") {
+			return 1, `nginx: [emerg] something in /etc/nginx/conf.d/berth-a.test.conf:5`
+		}
+		return 0, "ok"
+	}
+	eng.containers = []Container{testNginx,
+		svc("a", 2, map[string]string{"proxy.host": "a.test", "proxy.port": "81"}, 80),
+		svc("b", 3, map[string]string{"proxy.host": "b.test"}, 80)}
+	if again := passAt(c, 1); again == 0 {
+		t.Fatal("a rejected pass should be retried")
+	}
+	now, _ := os.ReadFile(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
+	if string(now) != string(good) {
+		t.Fatal("rejected file was not rolled back")
+	}
+	if _, err := os.Stat(filepath.Join(c.opts.ConfDir, "berth-b.test.conf")); !os.IsNotExist(err) {
+		t.Fatal("the rejected pass left b.test written without validation")
+	}
+	passAt(c, 2) // retry: a.test keeps its old file, b.test lands
+	if _, err := os.Stat(filepath.Join(c.opts.ConfDir, "berth-b.test.conf")); err != nil {
+		t.Fatal("b.test was held back by a.test's rejected file")
+	}
+	now, _ = os.ReadFile(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
+	if string(now) != string(good) {
+		t.Fatal("quarantined file was written again")
+	}
+	if eng.signals != 2 {
+		t.Fatalf("%d reloads, want 2 (initial, then b.test)", eng.signals)
+	}
+}
+
+func TestNothingIsWrittenWhileNginxIsDown(t *testing.T) {
+	c, eng := newTestController(t, svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80))
+	eng.containers = eng.containers[:1] // nginx gone
+	passAt(c, 0)
+	if files, _ := nginxconf.ReadOwned(c.opts.ConfDir); len(files) != 0 || eng.signals != 0 {
+		t.Fatalf("wrote %d files and sent %d signals with nginx down", len(files), eng.signals)
+	}
+	eng.containers = append(eng.containers, testNginx)
+	passAt(c, 1)
+	if files, _ := nginxconf.ReadOwned(c.opts.ConfDir); len(files) != 2 || eng.signals != 1 {
+		t.Fatalf("after nginx is back: %d files, %d reloads", len(files), eng.signals)
+	}
+}
+
+func TestDockerErrorNeverRemovesSites(t *testing.T) {
+	c, eng := newTestController(t, svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80))
+	passAt(c, 0)
+	eng.listErr = errors.New("connection refused")
+	if again := passAt(c, 1); again == 0 {
+		t.Fatal("a failed list should be retried with backoff")
+	}
+	if _, err := os.Stat(filepath.Join(c.opts.ConfDir, "berth-a.test.conf")); err != nil {
+		t.Fatal("a Docker error removed a site")
+	}
+}
+
+func TestReloadsArePacedInABurst(t *testing.T) {
+	c, eng := newTestController(t)
+	start := time.Now()
+	for i := range 10 {
+		eng.containers = append(eng.containers, svc("s"+string(rune('a'+i)), 10+i, map[string]string{"proxy.host": string(rune('a'+i)) + ".test"}, 80))
+		c.reconcile(context.Background(), start.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	if eng.signals > 2 {
+		t.Fatalf("%d reloads for 10 changes within one second, want at most 2", eng.signals)
+	}
+}
+
+func TestPacerGapsDoubleAndReset(t *testing.T) {
+	var p reloadPacer
+	t0 := time.Unix(1000, 0)
+	if p.Wait(t0) != 0 {
+		t.Fatal("first reload should not wait")
+	}
+	p.Record(t0)
+	if w := p.Wait(t0); w != reloadBaseGap {
+		t.Fatalf("second wait %v", w)
+	}
+	p.Record(t0.Add(time.Second))
+	if w := p.Wait(t0.Add(time.Second)); w != 2*reloadBaseGap {
+		t.Fatalf("third wait %v", w)
+	}
+	if w := p.Wait(t0.Add(time.Hour)); w != 0 {
+		t.Fatalf("after a quiet hour the wait is %v", w)
+	}
+}

@@ -1,0 +1,142 @@
+package nginxconf
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the renderer's output")
+
+// goldenCases are rendered and compared with testdata/<name>.golden. The
+// integration tests also run each through a real nginx -t.
+var goldenCases = []struct {
+	name string
+	cfg  Config
+}{
+	{"empty", Config{Webroot: "/var/www/acme"}},
+	{"one-site", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "app.example.com", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.5:80"}}}},
+	}}},
+	{"balanced-paths", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "shop.example.com", Locations: []Location{
+			{Path: "/api", Backends: []string{"172.18.0.7:8080", "172.18.0.6:8080"}},
+			{Path: "/", Backends: []string{"172.18.0.5:3000"}},
+		}},
+	}}},
+	{"unreachable", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "down.example.com", Locations: []Location{{Path: "/"}}},
+	}}},
+	{"tls-redirect", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "secure.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/secure.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/secure.example.com/privkey.pem"},
+			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
+	}}},
+	{"tls-both", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "both.example.com", HTTPS: HTTPSBoth, TLS: &TLS{CertFile: "/etc/nginx/certs/both.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/both.example.com/privkey.pem"},
+			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
+	}}},
+	{"punycode", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "xn--bcher-kva.example", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.10:80"}}}},
+	}}},
+}
+
+// joinFiles lays files out in name order with a header line each, so one
+// golden file shows everything a case renders.
+func joinFiles(files Files) []byte {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var b bytes.Buffer
+	for _, n := range names {
+		b.WriteString("# ==> " + n + " <==\n")
+		b.Write(files[n])
+	}
+	return b.Bytes()
+}
+
+func TestRenderGolden(t *testing.T) {
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			files, errs := Render(tc.cfg)
+			if len(errs) > 0 {
+				t.Fatalf("render errors: %v", errs)
+			}
+			got := joinFiles(files)
+			path := filepath.Join("testdata", tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test ./nginxconf -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("output differs from %s (run with -update and review the diff):\n%s", path, got)
+			}
+		})
+	}
+}
+
+func TestRenderIsDeterministicWhateverTheInputOrder(t *testing.T) {
+	a := Config{Webroot: "/w", Sites: []Site{
+		{Host: "b.test", Locations: []Location{{Path: "/x", Backends: []string{"10.0.0.2:80", "10.0.0.1:80"}}, {Path: "/", Backends: []string{"10.0.0.3:80"}}}},
+		{Host: "a.test", Locations: []Location{{Path: "/", Backends: []string{"10.0.0.4:80"}}}},
+	}}
+	b := Config{Webroot: "/w", Sites: []Site{
+		{Host: "a.test", Locations: []Location{{Path: "/", Backends: []string{"10.0.0.4:80"}}}},
+		{Host: "b.test", Locations: []Location{{Path: "/", Backends: []string{"10.0.0.3:80"}}, {Path: "/x", Backends: []string{"10.0.0.1:80", "10.0.0.2:80"}}}},
+	}}
+	fa, _ := Render(a)
+	fb, _ := Render(b)
+	if !bytes.Equal(joinFiles(fa), joinFiles(fb)) {
+		t.Fatal("same sites in another order rendered different bytes")
+	}
+}
+
+func TestRenderDropsOnlyTheUnsafeSite(t *testing.T) {
+	good := Site{Host: "good.test", Locations: []Location{{Path: "/", Backends: []string{"10.0.0.1:80"}}}}
+	bad := []Site{
+		{Host: "evil.test; include /etc/passwd", Locations: []Location{{Path: "/"}}},
+		{Host: "path.test", Locations: []Location{{Path: "/a { return 200; }", Backends: []string{"10.0.0.1:80"}}}},
+		{Host: "backend.test", Locations: []Location{{Path: "/", Backends: []string{"10.0.0.1:80;\n"}}}},
+		{Host: "cert.test", TLS: &TLS{CertFile: "/c/$host.pem", KeyFile: "/k.pem"}, Locations: []Location{{Path: "/"}}},
+		{Host: "mode.test", HTTPS: "sometimes", Locations: []Location{{Path: "/"}}},
+		{Host: "empty.test"},
+	}
+	for _, b := range bad {
+		files, errs := Render(Config{Webroot: "/w", Sites: []Site{good, b}})
+		if len(errs) != 1 {
+			t.Errorf("site %q: want exactly one error, got %v", b.Host, errs)
+		}
+		if _, ok := files["berth-good.test.conf"]; !ok {
+			t.Errorf("site %q took good.test down with it", b.Host)
+		}
+		if len(files) != 2 {
+			t.Errorf("site %q: want default + good file, got %d files", b.Host, len(files))
+		}
+	}
+}
+
+func TestRenderRejectsUnsafeWebroot(t *testing.T) {
+	for _, w := range []string{"", "relative", "/var/www acme", "/w;"} {
+		if _, errs := Render(Config{Webroot: w}); len(errs) == 0 {
+			t.Errorf("webroot %q accepted", w)
+		}
+	}
+}
+
+func TestUnreachableLocationAnswers503WithoutAnUpstream(t *testing.T) {
+	files, _ := Render(Config{Webroot: "/w", Sites: []Site{{Host: "d.test", Locations: []Location{{Path: "/"}}}}})
+	f := string(files["berth-d.test.conf"])
+	if strings.Contains(f, "upstream") || !strings.Contains(f, "return 503;") {
+		t.Fatalf("want a 503 location and no upstream block:\n%s", f)
+	}
+}
