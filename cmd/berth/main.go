@@ -75,7 +75,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-func isFlag(s string) bool { return len(s) > 0 && s[0] == '-' && s != "-h" && s != "--help" && s != "-help" }
+func isFlag(s string) bool {
+	return len(s) > 0 && s[0] == '-' && s != "-h" && s != "--help" && s != "-help"
+}
 
 func newLogger(level, format string, w io.Writer) (*logrus.Entry, error) {
 	l := logrus.New()
