@@ -42,6 +42,7 @@ type Controller struct {
 	pass   int
 
 	notBefore  time.Time           // paced: no pass before this
+	held       bool                // the pending change was held by the pacer
 	failures   int                 // consecutive failed passes, for backoff
 	reported   map[string]bool     // problems already logged, to log each once per change
 	nginxState string              // last logged nginx lookup outcome

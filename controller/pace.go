@@ -9,52 +9,55 @@ const (
 	// coalesceDelay merges the events Docker sends for one action (e.g.
 	// network connect + start) into one pass without adding visible latency.
 	coalesceDelay = 20 * time.Millisecond
-	// reloadWindow is how far back reloads count towards the pacing.
-	reloadWindow = 30 * time.Second
-	// reloadBaseGap / reloadMaxGap bound the wait between reloads: the first
-	// reload after a quiet spell is immediate, then each further reload in
-	// the window doubles the gap, so a burst of 100 container starts over
-	// ~15 s costs about five reloads instead of a hundred.
-	reloadBaseGap = 1 * time.Second
-	reloadMaxGap  = 8 * time.Second
+	// reloadBaseGap and reloadMaxGap bound the pacing of reloads. A change
+	// that arrives after the current gap has passed reloads at once, so
+	// services deployed a few seconds apart are each live in well under a
+	// second. Only when a change had to wait (a burst) does the gap double:
+	// 2, 4, 8, 10 s, so 100 containers started together (about 17 s of
+	// events here) cost five reloads instead of a hundred, and the last
+	// container waits at most reloadMaxGap.
+	reloadBaseGap = 2 * time.Second
+	reloadMaxGap  = 10 * time.Second
 )
 
-// reloadPacer remembers recent reloads and says how long the next must wait.
-// Pure apart from its own history; now is always passed in.
+// reloadPacer decides how long a wanted reload must wait. It holds only its
+// own history; the clock is always passed in.
 type reloadPacer struct {
-	history []time.Time
+	last  time.Time // last reload
+	level int       // 0: never reloaded; n: the gap is gap(n)
 }
 
-// Wait returns how long to hold a reload that is wanted at now.
+func gap(level int) time.Duration {
+	g := reloadBaseGap
+	for i := 1; i < level && g < reloadMaxGap; i++ {
+		g *= 2
+	}
+	return min(g, reloadMaxGap)
+}
+
+// Wait returns how long a reload wanted at now must be held.
 func (p *reloadPacer) Wait(now time.Time) time.Duration {
-	p.prune(now)
-	n := len(p.history)
-	if n == 0 {
+	if p.level == 0 {
 		return 0
 	}
-	gap := reloadBaseGap << (n - 1)
-	if gap > reloadMaxGap || gap <= 0 {
-		gap = reloadMaxGap
-	}
-	wait := p.history[n-1].Add(gap).Sub(now)
-	if wait < 0 {
-		return 0
-	}
-	return wait
+	return max(p.last.Add(gap(p.level)).Sub(now), 0)
 }
 
-// Record notes a reload at now.
-func (p *reloadPacer) Record(now time.Time) {
-	p.prune(now)
-	p.history = append(p.history, now)
-}
-
-func (p *reloadPacer) prune(now time.Time) {
-	i := 0
-	for i < len(p.history) && now.Sub(p.history[i]) > reloadWindow {
-		i++
+// Record notes a reload at now; waited says whether it had been held by
+// Wait. Held reloads mean a burst and raise the gap; a reload long after
+// the previous one means the burst is over and resets it.
+func (p *reloadPacer) Record(now time.Time, waited bool) {
+	switch {
+	case p.level == 0:
+		p.level = 1
+	case waited:
+		if gap(p.level) < reloadMaxGap {
+			p.level++
+		}
+	case now.Sub(p.last) >= 2*gap(p.level):
+		p.level = 1
 	}
-	p.history = p.history[i:]
+	p.last = now
 }
 
 // backoff returns the retry delay after n consecutive failures: 250ms

@@ -82,6 +82,7 @@ func (c *Controller) pass1(ctx context.Context, now time.Time, log *logrus.Entry
 	}
 	if wait := c.pacer.Wait(now); wait > 0 {
 		c.notBefore = now.Add(wait)
+		c.held = true
 		log.WithField("retry_in", wait).Debug("change waits for reload pacing")
 		return errPaced
 	}
@@ -90,7 +91,8 @@ func (c *Controller) pass1(ctx context.Context, now time.Time, log *logrus.Entry
 	if err := c.apply(actx, nginx, current, desired, plan, &t, log); err != nil {
 		return err
 	}
-	c.pacer.Record(time.Now())
+	c.pacer.Record(now, c.held)
+	c.held = false
 	log.WithFields(logrus.Fields{
 		"written": plan.Write, "removed": plan.Remove,
 		"list_ms": ms(t.List), "render_ms": ms(t.Render), "write_ms": ms(t.Write),

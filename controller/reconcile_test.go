@@ -169,21 +169,39 @@ func TestReloadsArePacedInABurst(t *testing.T) {
 	}
 }
 
-func TestPacerGapsDoubleAndReset(t *testing.T) {
+func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 	var p reloadPacer
 	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	if p.Wait(t0) != 0 {
-		t.Fatal("first reload should not wait")
+		t.Fatal("the first reload must not wait")
 	}
-	p.Record(t0)
-	if w := p.Wait(t0); w != reloadBaseGap {
-		t.Fatalf("second wait %v", w)
+	p.Record(t0, false)
+	if w := p.Wait(at(3)); w != 0 {
+		t.Fatalf("a change 3 s after a lone reload waits %v; spaced deploys must be immediate", w)
 	}
-	p.Record(t0.Add(time.Second))
-	if w := p.Wait(t0.Add(time.Second)); w != 2*reloadBaseGap {
-		t.Fatalf("third wait %v", w)
+	// A burst: every reload is held, and the gaps grow 2, 4, 8, 10, 10 s.
+	reloads := []float64{0}
+	now := 0.1
+	for len(reloads) < 6 {
+		w := p.Wait(at(now)).Seconds()
+		now += w
+		p.Record(at(now), w > 0)
+		reloads = append(reloads, now)
+		now += 0.1
 	}
-	if w := p.Wait(t0.Add(time.Hour)); w != 0 {
-		t.Fatalf("after a quiet hour the wait is %v", w)
+	want := []float64{0, 2, 6, 14, 24, 34}
+	for i := range want {
+		if d := reloads[i] - want[i]; d < -0.01 || d > 0.01 {
+			t.Fatalf("burst reloads at %v, want %v", reloads, want)
+		}
+	}
+	// After a quiet spell the next change is immediate again, and so is one after that.
+	if w := p.Wait(at(100)); w != 0 {
+		t.Fatalf("after a quiet spell the wait is %v", w)
+	}
+	p.Record(at(100), false)
+	if p.level != 1 {
+		t.Fatalf("level %d after a quiet spell, want 1", p.level)
 	}
 }
