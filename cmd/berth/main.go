@@ -79,6 +79,10 @@ func isFlag(s string) bool {
 	return len(s) > 0 && s[0] == '-' && s != "-h" && s != "--help" && s != "-help"
 }
 
+// timestampFormat has milliseconds: reactions take tens of milliseconds,
+// and latency breakdowns are read from the logs.
+const timestampFormat = "2006-01-02T15:04:05.000Z07:00"
+
 func newLogger(level, format string, w io.Writer) (*logrus.Entry, error) {
 	l := logrus.New()
 	l.SetOutput(w)
@@ -89,9 +93,9 @@ func newLogger(level, format string, w io.Writer) (*logrus.Entry, error) {
 	l.SetLevel(lvl)
 	switch format {
 	case "text":
-		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: timestampFormat})
 	case "json":
-		l.SetFormatter(&logrus.JSONFormatter{})
+		l.SetFormatter(&logrus.JSONFormatter{TimestampFormat: timestampFormat})
 	default:
 		return nil, fmt.Errorf("BERTH_LOG_FORMAT %q: want text or json", format)
 	}
