@@ -1,0 +1,603 @@
+package nginxconf
+
+// Integration tests: the renderer's output goes through a real nginx. The
+// golden configs must pass `nginx -t` on the oldest (host, 1.22) and newest
+// (Debian sid image) nginx we support, and a host nginx serving a rendered
+// config on loopback must route, balance, forward headers, serve ACME tokens,
+// terminate TLS and reload the way the renderer's comments promise.
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berthproxy/berth/internal/testenv"
+)
+
+// nginxStartTimeout bounds how long a freshly started nginx (or a reload)
+// may take to answer: it is ready in well under a second on the slowest
+// machine we run on, so 15 s only ever runs out when it is broken.
+const nginxStartTimeout = 15 * time.Second
+
+// acmeToken is the challenge file every test webroot holds.
+const (
+	acmeToken   = "tok123"
+	acmeContent = "tok123.thumbprint"
+	acmePath    = "/.well-known/acme-challenge/" + acmeToken
+)
+
+func TestGoldenConfigsPassNginxT(t *testing.T) {
+	bin := testenv.RequireNginx(t)
+	t.Run("host", func(t *testing.T) {
+		build := nginxBuild(t, bin, "-V")
+		for _, tc := range goldenCases {
+			t.Run(tc.name, func(t *testing.T) {
+				prefix := goldenPrefix(t, tc.cfg, build)
+				nginxT(t, prefix, bin)
+			})
+		}
+	})
+	t.Run("sid", func(t *testing.T) {
+		image := testenv.NginxImage(t, "sid")
+		run := slices.Concat([]string{"docker", "run", "--rm"}, testenv.LabelArgs())
+		build := nginxBuild(t, slices.Concat(run, []string{image, "sh", "-c", "nginx -V 2>&1"})...)
+		t.Logf("image %s: %s", image, firstLine(build))
+		for _, tc := range goldenCases {
+			t.Run(tc.name, func(t *testing.T) {
+				prefix := goldenPrefix(t, tc.cfg, build)
+				nginxT(t, prefix, slices.Concat(run, []string{"-v", prefix + ":" + prefix, image, "nginx"})...)
+			})
+		}
+	})
+}
+
+// goldenPrefix lays out a golden case under a fresh nginx prefix: its
+// certificate paths and webroot moved into the prefix, self-signed
+// certificates at those paths, the rendered files in conf.d and a main
+// nginx.conf. It checks that what nginx will see is the golden output with
+// only those paths changed.
+func goldenPrefix(t *testing.T, golden Config, build string) string {
+	prefix := nginxPrefix(t, build)
+	cfg := golden
+	cfg.Webroot = filepath.Join(prefix, "webroot")
+	back := []string{cfg.Webroot, golden.Webroot}
+	cfg.Sites = slices.Clone(golden.Sites)
+	for i, s := range cfg.Sites {
+		if s.TLS == nil {
+			continue
+		}
+		dir := filepath.Join(prefix, "certs", s.Host)
+		tlsFiles := &TLS{CertFile: filepath.Join(dir, "fullchain.pem"), KeyFile: filepath.Join(dir, "privkey.pem")}
+		writeSelfSigned(t, tlsFiles, s.Host)
+		back = append(back, tlsFiles.CertFile, s.TLS.CertFile, tlsFiles.KeyFile, s.TLS.KeyFile)
+		cfg.Sites[i].TLS = tlsFiles
+	}
+	got := strings.NewReplacer(back...).Replace(string(joinFiles(applyConfig(t, prefix, cfg))))
+	if want := string(joinFiles(render(t, golden))); got != want {
+		t.Fatalf("moving paths into %s changed more than the paths:\n%s", prefix, got)
+	}
+	return prefix
+}
+
+func TestNginxRoutesByHostOnLoopback(t *testing.T) {
+	bin := testenv.RequireNginx(t)
+	prefix := nginxPrefix(t, nginxBuild(t, bin, "-V"))
+	httpPort, httpsPort := freePorts(t)
+	root, api, lb1, lb2 := echoBackend(t, "root"), echoBackend(t, "api"), echoBackend(t, "lb1"), echoBackend(t, "lb2")
+	secure, redirect := certFor(t, prefix, "secure.test"), certFor(t, prefix, "redirect.test")
+	cfg := Config{
+		HTTPListen:  "127.0.0.1:" + httpPort,
+		HTTPSListen: "127.0.0.1:" + httpsPort,
+		Webroot:     filepath.Join(prefix, "webroot"),
+		Sites: []Site{
+			{Host: "app.test", Locations: []Location{{Path: "/", Backends: []string{root}}, {Path: "/api", Backends: []string{api}}}},
+			{Host: "lb.test", Locations: []Location{{Path: "/", Backends: []string{lb1, lb2}}}},
+			{Host: "down.test", Locations: []Location{{Path: "/"}}},
+			{Host: "secure.test", HTTPS: HTTPSBoth, TLS: secure.files, Locations: []Location{{Path: "/", Backends: []string{root}}}},
+			{Host: "redirect.test", TLS: redirect.files, Locations: []Location{{Path: "/", Backends: []string{root}}}},
+		},
+	}
+	applyConfig(t, prefix, cfg)
+	startNginx(t, bin, prefix, httpPort)
+	plain := newClient(nil)
+	httpURL := "http://127.0.0.1:" + httpPort
+
+	t.Run("routes by host and path prefix", func(t *testing.T) {
+		for _, c := range []struct{ host, path, backend string }{
+			{"app.test", "/", "root"},
+			{"app.test", "/anything/else?q=1", "root"},
+			{"app.test", "/api", "api"},
+			{"app.test", "/api/x", "api"},
+			{"app.test", "/apix", "root"},
+			{"app.test:" + httpPort, "/api/", "api"},
+			{"secure.test", "/", "root"}, // HTTPS "both" still proxies plain HTTP
+		} {
+			e := mustEcho(t, plain, httpURL, c.host, c.path, nil)
+			if e.Backend != c.backend || e.URI != c.path {
+				t.Errorf("Host %s, GET %s: reached backend %q with URI %q, want %q with the URI unchanged", c.host, c.path, e.Backend, e.URI, c.backend)
+			}
+		}
+	})
+
+	t.Run("balances over both backends", func(t *testing.T) {
+		hits := map[string]int{}
+		for range 20 {
+			hits[mustEcho(t, plain, httpURL, "lb.test", "/", nil).Backend]++
+		}
+		if hits["lb1"] == 0 || hits["lb2"] == 0 || hits["lb1"]+hits["lb2"] != 20 {
+			t.Errorf("20 requests to lb.test reached %v, want both lb1 and lb2 and nothing else", hits)
+		}
+	})
+
+	t.Run("unknown host and backendless site answer 503", func(t *testing.T) {
+		for _, host := range []string{"unknown.test", "down.test"} {
+			status, body, _ := get(t, plain, httpURL, host, "/", nil)
+			if status != http.StatusServiceUnavailable || strings.Contains(body, `"backend"`) {
+				t.Errorf("Host %s: got %d %q, want 503 with no backend's answer", host, status, body)
+			}
+		}
+	})
+
+	t.Run("acme challenge is served on every host over HTTP", func(t *testing.T) {
+		for _, host := range []string{"app.test", "lb.test", "down.test", "secure.test", "redirect.test", "unknown.test"} {
+			status, body, hdr := get(t, plain, httpURL, host, acmePath, nil)
+			if status != http.StatusOK || body != acmeContent {
+				t.Errorf("Host %s, GET %s: got %d %q, want 200 %q", host, acmePath, status, body, acmeContent)
+			}
+			if ct := hdr.Get("Content-Type"); ct != "text/plain" {
+				t.Errorf("Host %s, GET %s: Content-Type %q, want text/plain", host, acmePath, ct)
+			}
+		}
+	})
+
+	t.Run("forwarded headers over HTTP", func(t *testing.T) {
+		want := echo{Backend: "root", Host: "app.test", URI: "/", XFF: "127.0.0.1", Proto: "http",
+			FwdHost: "app.test", FwdPort: httpPort, RealIP: "127.0.0.1"}
+		if got := mustEcho(t, plain, httpURL, "app.test", "/", nil); got != want {
+			t.Errorf("backend saw %+v, want %+v", got, want)
+		}
+		// A client's own X-Forwarded-For is kept and the client address appended.
+		got := mustEcho(t, plain, httpURL, "app.test", "/", http.Header{"X-Forwarded-For": {"198.51.100.7"}})
+		if got.XFF != "198.51.100.7, 127.0.0.1" || got.RealIP != "127.0.0.1" {
+			t.Errorf("with X-Forwarded-For 198.51.100.7 the backend saw X-Forwarded-For %q, X-Real-IP %q", got.XFF, got.RealIP)
+		}
+	})
+
+	t.Run("unknown SNI has its handshake rejected", func(t *testing.T) {
+		dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second},
+			Config: &tls.Config{ServerName: "unknown.test", InsecureSkipVerify: true}}
+		conn, err := dialer.Dial("tcp", "127.0.0.1:"+httpsPort)
+		if err == nil {
+			conn.Close()
+			t.Fatal("TLS handshake with SNI unknown.test succeeded, want it rejected")
+		}
+		t.Logf("handshake with SNI unknown.test: %v", err)
+	})
+
+	t.Run("TLS sites serve their certificate and proxy", func(t *testing.T) {
+		httpsURL := "https://127.0.0.1:" + httpsPort
+		for _, c := range []certificate{secure, redirect} {
+			client := newClient(&tls.Config{ServerName: c.host, RootCAs: c.pool})
+			want := echo{Backend: "root", Host: c.host, URI: "/x?y=1", XFF: "127.0.0.1", Proto: "https",
+				FwdHost: c.host, FwdPort: httpsPort, RealIP: "127.0.0.1"}
+			if got := mustEcho(t, client, httpsURL, c.host, "/x?y=1", nil); got != want {
+				t.Errorf("over HTTPS to %s the backend saw %+v, want %+v", c.host, got, want)
+			}
+		}
+	})
+
+	t.Run("redirect mode sends plain HTTP to HTTPS except the challenge", func(t *testing.T) {
+		status, _, hdr := get(t, plain, httpURL, "redirect.test", "/some/path?q=1", nil)
+		if loc := hdr.Get("Location"); status != http.StatusMovedPermanently || loc != "https://redirect.test/some/path?q=1" {
+			t.Errorf("GET http://redirect.test/some/path?q=1: got %d Location %q, want 301 to https://redirect.test/some/path?q=1", status, loc)
+		}
+		if status, body, _ := get(t, plain, httpURL, "redirect.test", acmePath, nil); status != http.StatusOK || body != acmeContent {
+			t.Errorf("GET http://redirect.test%s: got %d %q, want 200 %q", acmePath, status, body, acmeContent)
+		}
+	})
+}
+
+func TestReloadKeepsServingWithNewConfig(t *testing.T) {
+	bin := testenv.RequireNginx(t)
+	prefix := nginxPrefix(t, nginxBuild(t, bin, "-V"))
+	httpPort, httpsPort := freePorts(t)
+	oldSite := Site{Host: "old.test", Locations: []Location{{Path: "/", Backends: []string{echoBackend(t, "old")}}}}
+	newSite := Site{Host: "new.test", Locations: []Location{{Path: "/", Backends: []string{echoBackend(t, "new")}}}}
+	cfg := Config{HTTPListen: "127.0.0.1:" + httpPort, HTTPSListen: "127.0.0.1:" + httpsPort, Webroot: filepath.Join(prefix, "webroot"), Sites: []Site{oldSite}}
+	applyConfig(t, prefix, cfg)
+	master := startNginx(t, bin, prefix, httpPort)
+	client := newClient(nil)
+	url := "http://127.0.0.1:" + httpPort
+	if status, _, _ := get(t, client, url, "new.test", "/", nil); status != http.StatusServiceUnavailable {
+		t.Fatalf("before the reload new.test answered %d, want 503 from the default server", status)
+	}
+
+	// Keep asking the old site, on a fresh connection each time, from before
+	// the files change until the new site answers.
+	stop, failures := make(chan struct{}), make(chan error, 1)
+	var stopOnce sync.Once
+	stopPolling := func() { stopOnce.Do(func() { close(stop) }) }
+	t.Cleanup(stopPolling) // runs before nginx stops, should the test end early
+	var oldHits int
+	go func() {
+		defer close(failures)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if e, err := fetchEcho(client, url, "old.test", "/", nil); err != nil || e.Backend != "old" {
+				failures <- fmt.Errorf("old.test during the reload: %+v, %v", e, err)
+				return
+			}
+			oldHits++
+		}
+	}()
+
+	cfg.Sites = []Site{oldSite, newSite}
+	confd := filepath.Join(prefix, "conf.d")
+	previous, err := ReadOwned(confd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Apply(confd, previous, render(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"berth-new.test.conf"}; !slices.Equal(plan.Write, want) || len(plan.Remove) != 0 {
+		t.Errorf("adding a site planned %+v, want to write only %v", plan, want)
+	}
+	nginxT(t, prefix, bin)
+	if err := master.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP nginx master: %v", err)
+	}
+	testenv.Eventually(t, nginxStartTimeout, func() error {
+		e, err := fetchEcho(client, url, "new.test", "/", nil)
+		if err == nil && e.Backend != "new" {
+			err = fmt.Errorf("new.test reached backend %q", e.Backend)
+		}
+		return err
+	})
+	stopPolling()
+	if err := <-failures; err != nil {
+		t.Fatal(err)
+	}
+	if oldHits == 0 {
+		t.Fatal("old.test was never asked during the reload")
+	}
+	t.Logf("old.test answered all %d requests during the reload", oldHits)
+}
+
+// nginxPrefix returns a fresh nginx prefix directory holding nginx.conf (an
+// http{} that includes conf.d/*.conf, as the official image's does), an
+// empty conf.d and a webroot with the ACME token. build is `nginx -V`'s
+// output, which says which temp path directives this nginx knows. Every
+// directory on the way is world-readable: a root master runs its workers as
+// another user, and they must read the webroot.
+func nginxPrefix(t *testing.T, build string) string {
+	t.Helper()
+	prefix := t.TempDir()
+	for _, d := range []string{filepath.Dir(prefix), prefix} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tempPaths := []string{"client_body", "proxy"}
+	for _, module := range []string{"fastcgi", "uwsgi", "scgi"} {
+		if !strings.Contains(build, "--without-http_"+module+"_module") {
+			tempPaths = append(tempPaths, module)
+		}
+	}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "worker_processes 1;\npid %s/nginx.pid;\nerror_log stderr notice;\n", prefix)
+	// default_type as in the official image, so the challenge location must set its own.
+	conf.WriteString("events {\n    worker_connections 256;\n}\nhttp {\n    default_type application/octet-stream;\n    access_log off;\n")
+	for _, p := range tempPaths {
+		fmt.Fprintf(&conf, "    %s_temp_path %s/%s_temp;\n", p, prefix, p)
+	}
+	fmt.Fprintf(&conf, "    include %s/conf.d/*.conf;\n}\n", prefix)
+	writeFile(t, filepath.Join(prefix, "nginx.conf"), conf.String(), 0o644)
+	writeFile(t, filepath.Join(prefix, "webroot", ".well-known", "acme-challenge", acmeToken), acmeContent, 0o644)
+	if err := os.Mkdir(filepath.Join(prefix, "conf.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return prefix
+}
+
+// applyConfig renders cfg and writes it into the prefix's conf.d with the
+// writer berth uses.
+func applyConfig(t *testing.T, prefix string, cfg Config) Files {
+	t.Helper()
+	confd := filepath.Join(prefix, "conf.d")
+	files := render(t, cfg)
+	previous, err := ReadOwned(confd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(confd, previous, files); err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+func render(t *testing.T, cfg Config) Files {
+	t.Helper()
+	files, errs := Render(cfg)
+	if len(errs) > 0 {
+		t.Fatalf("render: %v", errs)
+	}
+	return files
+}
+
+// nginxT runs `nginx -t` on the prefix; nginx is the command that starts
+// nginx (a host binary, or docker run ... nginx). On rejection it fails with
+// nginx's message and the files it was given.
+func nginxT(t *testing.T, prefix string, nginx ...string) {
+	t.Helper()
+	args := append(slices.Clone(nginx[1:]), "-t", "-e", "stderr", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"))
+	out, err := exec.Command(nginx[0], args...).CombinedOutput()
+	if err != nil {
+		files, _ := ReadOwned(filepath.Join(prefix, "conf.d"))
+		t.Fatalf("%s: %v\n%s\nrendered files:\n%s", strings.Join(append(nginx[:1:1], args...), " "), err, out, joinFiles(files))
+	}
+	if bytes.Contains(out, []byte("[warn]")) {
+		t.Logf("nginx -t passed with warnings:\n%s", out)
+	}
+}
+
+// nginxBuild returns the output of a command that prints `nginx -V`.
+func nginxBuild(t *testing.T, command ...string) string {
+	t.Helper()
+	out, err := exec.Command(command[0], command[1:]...).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("nginx version:")) {
+		t.Fatalf("%s: %v\n%s", strings.Join(command, " "), err, out)
+	}
+	return string(out)
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
+
+// startNginx runs nginx in the foreground on the prefix until the test
+// ends, and returns once it serves the ACME token on httpPort.
+func startNginx(t *testing.T, bin, prefix, httpPort string) *os.Process {
+	t.Helper()
+	nginxT(t, prefix, bin)
+	logPath := filepath.Join(prefix, "nginx.stderr")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(bin, "-e", "stderr", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"), "-g", "daemon off;")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // workers share the group, so cleanup reaches them
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	log := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("nginx ignored SIGTERM for 10s; killing it\n%s", log())
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // any worker the master left behind
+		<-exited
+	})
+	client := newClient(nil)
+	testenv.Eventually(t, nginxStartTimeout, func() error {
+		select {
+		case <-exited:
+			t.Fatalf("nginx exited during startup: %v\n%s", cmd.ProcessState, log())
+		default:
+		}
+		status, body, err := fetch(client, "http://127.0.0.1:"+httpPort, "ready.test", acmePath, nil)
+		if err == nil && (status != http.StatusOK || body != acmeContent) {
+			err = fmt.Errorf("GET %s answered %d %q", acmePath, status, body)
+		}
+		return err
+	})
+	return cmd.Process
+}
+
+// echo is what an echo backend saw of a request.
+type echo struct {
+	Backend, Host, URI, XFF, Proto, FwdHost, FwdPort, RealIP string
+}
+
+// echoBackend starts a loopback HTTP server that answers with its name and
+// the request's forwarding headers, and returns its address.
+func echoBackend(t *testing.T, name string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(echo{
+			Backend: name, Host: r.Host, URI: r.RequestURI,
+			XFF: r.Header.Get("X-Forwarded-For"), Proto: r.Header.Get("X-Forwarded-Proto"),
+			FwdHost: r.Header.Get("X-Forwarded-Host"), FwdPort: r.Header.Get("X-Forwarded-Port"),
+			RealIP: r.Header.Get("X-Real-IP"),
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+// newClient returns a client that opens a new connection per request (so
+// no request rides a connection of a worker that is shutting down), never
+// follows redirects and ignores proxy settings.
+func newClient(tlsConfig *tls.Config) *http.Client {
+	return &http.Client{
+		Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsConfig},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+}
+
+// fetch sends GET base+path with the given Host header.
+func fetch(client *http.Client, base, host, path string, header http.Header) (int, string, error) {
+	status, body, _, err := fetchHeader(client, base, host, path, header)
+	return status, body, err
+}
+
+func fetchHeader(client *http.Client, base, host, path string, header http.Header) (int, string, http.Header, error) {
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Host = host
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(body), resp.Header, err
+}
+
+func get(t *testing.T, client *http.Client, base, host, path string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	status, body, hdr, err := fetchHeader(client, base, host, path, header)
+	if err != nil {
+		t.Fatalf("Host %s, GET %s: %v", host, path, err)
+	}
+	return status, body, hdr
+}
+
+// fetchEcho expects a 200 from an echo backend.
+func fetchEcho(client *http.Client, base, host, path string, header http.Header) (echo, error) {
+	var e echo
+	status, body, err := fetch(client, base, host, path, header)
+	if err != nil {
+		return e, err
+	}
+	if status != http.StatusOK {
+		return e, fmt.Errorf("Host %s, GET %s: status %d: %q", host, path, status, body)
+	}
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		return e, fmt.Errorf("Host %s, GET %s: not a backend's answer: %q", host, path, body)
+	}
+	return e, nil
+}
+
+func mustEcho(t *testing.T, client *http.Client, base, host, path string, header http.Header) echo {
+	t.Helper()
+	e, err := fetchEcho(client, base, host, path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// freePorts returns two distinct free loopback ports. Both listeners stay
+// open until both are chosen, so the kernel cannot hand out one port twice.
+func freePorts(t *testing.T) (string, string) {
+	t.Helper()
+	var ports []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		ports = append(ports, port)
+	}
+	return ports[0], ports[1]
+}
+
+// certificate is a self-signed certificate written under a prefix.
+type certificate struct {
+	host  string
+	files *TLS
+	pool  *x509.CertPool // trusts exactly this certificate
+}
+
+func certFor(t *testing.T, prefix, host string) certificate {
+	dir := filepath.Join(prefix, "certs", host)
+	files := &TLS{CertFile: filepath.Join(dir, "fullchain.pem"), KeyFile: filepath.Join(dir, "privkey.pem")}
+	pool := x509.NewCertPool()
+	pool.AddCert(writeSelfSigned(t, files, host))
+	return certificate{host: host, files: files, pool: pool}
+}
+
+// writeSelfSigned writes a fresh ECDSA P-256 key and a self-signed
+// certificate for host, valid from an hour ago for a day, as PEM files.
+func writeSelfSigned(t *testing.T, files *TLS, host string) *x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: host},
+		DNSNames:              []string{host},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, files.CertFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), 0o644)
+	writeFile(t, files.KeyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})), 0o600)
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// writeFile creates path's directories (world-readable) and writes data.
+func writeFile(t *testing.T, path, data string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), mode); err != nil {
+		t.Fatal(err)
+	}
+}
