@@ -10,6 +10,7 @@ package controller
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -27,6 +28,12 @@ type Options struct {
 	Resync time.Duration
 	// Certs, when set, says which hosts have a certificate on disk.
 	Certs func() map[string]nginxconf.TLS
+	// Want, when set, is told each pass which host lists want a
+	// certificate (reachable containers with proxy.acme on). It must not block.
+	Want func(sets [][]string)
+	// ProbeAddr is the host:port Probe sends requests to; "" means the nginx
+	// container's address on port 80.
+	ProbeAddr string
 }
 
 // DefaultResync is short because a pass with no change costs one list call
@@ -47,6 +54,10 @@ type Controller struct {
 	reported   map[string]bool     // problems already logged, to log each once per change
 	nginxState string              // last logged nginx lookup outcome
 	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
+	pokes      chan string
+
+	mu        sync.Mutex
+	nginxAddr string // nginx's address for Probe, from the last pass
 }
 
 // New returns a controller. The logger should carry no per-pass fields.
@@ -54,13 +65,14 @@ func New(engine Engine, opts Options, log *logrus.Entry) *Controller {
 	if opts.Resync <= 0 {
 		opts.Resync = DefaultResync
 	}
-	return &Controller{engine: engine, opts: opts, log: log, reported: map[string]bool{}, quarantine: map[string][32]byte{}}
+	return &Controller{engine: engine, opts: opts, log: log, reported: map[string]bool{},
+		quarantine: map[string][32]byte{}, pokes: make(chan string, 1)}
 }
 
 // Run watches Docker and reconciles until ctx ends. It returns nil on
 // cancellation: berth's files stay in place, so nginx keeps serving.
 func (c *Controller) Run(ctx context.Context) error {
-	pokes := make(chan string, 1)
+	pokes := c.pokes
 	go c.watch(ctx, pokes)
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
@@ -94,6 +106,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Poke asks for a pass soon, e.g. because a certificate was stored.
+func (c *Controller) Poke(why string) { poke(c.pokes, why) }
 
 // poke delivers an event without blocking: one pending poke is enough,
 // since every pass reads the whole world.

@@ -5,6 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"time"
@@ -109,7 +112,10 @@ func (c *Controller) render(cs []Container, nginx Container, log *logrus.Entry) 
 	if c.opts.Certs != nil {
 		in.Certs = c.opts.Certs()
 	}
-	cfg, _, problems := Desired(cs, in)
+	cfg, wants, problems := Desired(cs, in)
+	if c.opts.Want != nil {
+		c.opts.Want(certSets(wants))
+	}
 	files, errs := nginxconf.Render(cfg)
 	c.report(problems, errs, log)
 	if _, ok := files[nginxconf.DefaultFile]; !ok {
@@ -144,6 +150,17 @@ func (c *Controller) report(problems []Problem, errs []error, log *logrus.Entry)
 	c.reported = seen
 }
 
+// certSets lists the host lists that want a certificate. Pure.
+func certSets(wants []Want) [][]string {
+	var sets [][]string
+	for _, w := range wants {
+		if w.Route.ACME {
+			sets = append(sets, w.Route.Hosts)
+		}
+	}
+	return sets
+}
+
 // findNginx locates the nginx container: by name or ID when configured,
 // else by the proxy.nginx=true label.
 func (c *Controller) findNginx(cs []Container, log *logrus.Entry) (Container, error) {
@@ -176,7 +193,58 @@ func (c *Controller) findNginx(cs []Container, log *logrus.Entry) (Container, er
 	if err != nil {
 		return Container{}, err
 	}
+	c.setNginxAddr(found[0])
 	return found[0], nil
+}
+
+func (c *Controller) setNginxAddr(nginx Container) {
+	addr := ""
+	for _, n := range sortedKeys(nginx.Networks) {
+		if ip := nginx.Networks[n]; ip != "" {
+			addr = net.JoinHostPort(ip, "80")
+			break
+		}
+	}
+	c.mu.Lock()
+	c.nginxAddr = addr
+	c.mu.Unlock()
+}
+
+// probeClient never follows redirects: the challenge path must be served
+// on port 80 itself, ahead of any redirect.
+var probeClient = &http.Client{
+	Timeout:       5 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// Probe fetches path from nginx with the given Host header: the
+// certificate manager's self-check that the challenge path reaches the
+// webroot before it spends a CA validation.
+func (c *Controller) Probe(ctx context.Context, host, path string) (string, error) {
+	c.mu.Lock()
+	addr := c.nginxAddr
+	c.mu.Unlock()
+	if c.opts.ProbeAddr != "" {
+		addr = c.opts.ProbeAddr
+	}
+	if addr == "" {
+		return "", errors.New("nginx address not known yet")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Host = host
+	resp, err := probeClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return string(body), nil
 }
 
 // apply writes the plan, validates it in the nginx container and signals a

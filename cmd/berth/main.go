@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
+	"github.com/berthproxy/berth/nginxconf"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -116,13 +119,65 @@ func serve(s settings, log *logrus.Entry) int {
 	defer engine.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "nginx": s.NginxContainer}).Info("berth starting")
-	if err := controller.New(engine, s.controllerOptions(), log).Run(ctx); err != nil {
+	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "nginx": s.NginxContainer, "acme_ca": s.ACMECA}).Info("berth starting")
+	opts := s.controllerOptions()
+	var ctl *controller.Controller
+	var mgr *acme.Manager
+	if s.acmeEnabled() {
+		var err error
+		mgr, err = newManager(s, log, func() { ctl.Poke("certificate stored") }, func(ctx context.Context, host, path string) (string, error) {
+			return ctl.Probe(ctx, host, path)
+		})
+		if err != nil {
+			log.WithError(err).Error("cannot start")
+			return 1
+		}
+		opts.Certs = func() map[string]nginxconf.TLS { return tlsFiles(mgr.Certs()) }
+		opts.Want = mgr.Want
+	}
+	ctl = controller.New(engine, opts, log)
+	if mgr != nil {
+		go mgr.Run(ctx) // after ctl is set: the manager calls back into it
+	}
+	if err := ctl.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
 		return 1
 	}
 	log.Info("berth stopped; nginx config left in place")
 	return 0
+}
+
+// newManager builds the certificate manager; the CA is contacted only when
+// a host first needs a certificate.
+func newManager(s settings, log *logrus.Entry, notify func(), probe acme.Prober) (*acme.Manager, error) {
+	var roots []*x509.Certificate
+	if s.ACMECARoots != "" {
+		var err error
+		if roots, err = acme.ParseRoots(s.ACMECARoots); err != nil {
+			return nil, err
+		}
+	}
+	return acme.NewManager(acme.Options{
+		Store: acme.Store{Dir: s.CertsDir},
+		Issuer: &acme.LazyIssuer{Config: acme.AccountConfig{
+			CA: s.ACMECA, Email: s.ACMEEmail, Roots: roots, EABKID: s.ACMEEABKID, EABHMAC: s.ACMEEABHMAC,
+			KeyType: s.ACMEKeyType, Profile: s.ACMEProfile, StateDir: s.StateDir, Webroot: s.Webroot,
+		}},
+		Webroot:  s.Webroot,
+		StateDir: s.StateDir,
+		Probe:    probe,
+		Notify:   notify,
+		Log:      log.WithField("component", "acme"),
+	})
+}
+
+// tlsFiles adapts the certificate manager's view to the renderer's input.
+func tlsFiles(certs map[string]acme.Paths) map[string]nginxconf.TLS {
+	out := make(map[string]nginxconf.TLS, len(certs))
+	for host, p := range certs {
+		out[host] = nginxconf.TLS{CertFile: p.Chain, KeyFile: p.Key}
+	}
+	return out
 }
 
 // prepareDirs checks the conf dir exists (it is nginx's: berth must not
@@ -134,6 +189,15 @@ func prepareDirs(s settings) error {
 	challenge := filepath.Join(s.Webroot, ".well-known", "acme-challenge")
 	if err := os.MkdirAll(challenge, 0o755); err != nil {
 		return fmt.Errorf("BERTH_WEBROOT: %w", err)
+	}
+	if !s.acmeEnabled() {
+		return nil
+	}
+	if err := os.MkdirAll(s.CertsDir, 0o755); err != nil {
+		return fmt.Errorf("BERTH_CERTS_DIR: %w", err)
+	}
+	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
+		return fmt.Errorf("BERTH_STATE_DIR: %w", err)
 	}
 	return nil
 }

@@ -16,6 +16,9 @@ type settings struct {
 	ConfDir, CertsDir, Webroot, StateDir string
 	NginxContainer                       string
 	ACMEEmail, ACMECA, ACMECARoots       string
+	ACMEEABKID, ACMEEABHMAC              string
+	ACMEKeyType, ACMEProfile             string
+	ProbeAddr                            string
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
 }
@@ -33,8 +36,13 @@ func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error
 	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "berth's own state")
 	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID (default: the running container labelled proxy.nginx=true)")
 	str(&s.ACMEEmail, "acme-email", "BERTH_ACME_EMAIL", "", "ACME account contact")
-	str(&s.ACMECA, "acme-ca", "BERTH_ACME_CA", "letsencrypt", "ACME directory URL, letsencrypt or letsencrypt-staging")
+	str(&s.ACMECA, "acme-ca", "BERTH_ACME_CA", "letsencrypt", "ACME directory URL, letsencrypt, letsencrypt-staging, or off (no certificates)")
 	str(&s.ACMECARoots, "acme-ca-roots", "BERTH_ACME_CA_ROOTS", "", "PEM file of extra roots to trust for the CA")
+	str(&s.ACMEEABKID, "acme-eab-kid", "BERTH_ACME_EAB_KID", "", "External Account Binding key ID, for CAs that require it")
+	str(&s.ACMEEABHMAC, "acme-eab-hmac", "BERTH_ACME_EAB_HMAC", "", "External Account Binding HMAC key (base64url)")
+	str(&s.ACMEKeyType, "acme-key-type", "BERTH_ACME_KEY_TYPE", "ec256", "certificate key type: ec256, ec384, rsa2048, rsa3072, rsa4096")
+	str(&s.ACMEProfile, "acme-profile", "BERTH_ACME_PROFILE", "", "ACME certificate profile (empty: the CA's default)")
+	str(&s.ProbeAddr, "probe-addr", "BERTH_PROBE_ADDR", "", "host:port where berth reaches nginx's port 80 for the challenge self-check (default: the nginx container's address)")
 	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
 	resync := envOr("BERTH_RESYNC", controller.DefaultResync.String())
@@ -57,8 +65,14 @@ func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error
 		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
 	}
 	s.Resync = d
+	if (s.ACMEEABKID == "") != (s.ACMEEABHMAC == "") {
+		return s, fmt.Errorf("BERTH_ACME_EAB_KID and BERTH_ACME_EAB_HMAC go together: set both or neither")
+	}
 	return s, nil
 }
+
+// acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
+func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }
 
 func envOr(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
@@ -73,5 +87,6 @@ func (s settings) controllerOptions() controller.Options {
 		Webroot:   s.Webroot,
 		NginxName: s.NginxContainer,
 		Resync:    s.Resync,
+		ProbeAddr: s.ProbeAddr,
 	}
 }

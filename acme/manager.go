@@ -1,0 +1,397 @@
+package acme
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Issuer is the narrow view of an ACME CA that the manager needs.
+type Issuer interface {
+	// Obtain orders a certificate for names; replaces is the certificate a
+	// renewal replaces, or nil.
+	Obtain(ctx context.Context, names []string, replaces *x509.Certificate) (Issued, error)
+	// RenewalInfo returns the CA's suggested window, or nil without ARI.
+	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*Window, error)
+	// Revoke revokes a certificate.
+	Revoke(ctx context.Context, chainPEM []byte) error
+}
+
+// Prober fetches path from nginx with the given Host header and returns
+// the body: the self-check that the challenge path reaches the webroot.
+type Prober func(ctx context.Context, host, path string) (string, error)
+
+// Paths are the files of a certificate, as nginx sees them.
+type Paths struct {
+	Chain, Key string
+}
+
+// Options configure a Manager.
+type Options struct {
+	Store       Store
+	Issuer      Issuer
+	Webroot     string
+	StateDir    string
+	Probe       Prober // nil skips the self-check
+	Notify      func() // called after a certificate is stored
+	Log         *logrus.Entry
+	Concurrency int // parallel orders; default 3
+}
+
+// Manager obtains and renews certificates for the wanted host sets.
+type Manager struct {
+	opts  Options
+	state stateFile
+	wake  chan struct{}
+
+	mu       sync.Mutex
+	groups   [][]string
+	certs    map[string]*certInfo
+	names    map[string]NameState
+	running  map[string]bool
+	reported map[string]bool
+}
+
+// NewManager loads the stored certificates and per-name state, so stored
+// certificates are served at once and backoff survives restarts.
+func NewManager(opts Options) (*Manager, error) {
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 3
+	}
+	m := &Manager{opts: opts, state: stateFile{filepath.Join(opts.StateDir, "names.json")},
+		wake: make(chan struct{}, 1), certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}}
+	var err error
+	if m.names, err = m.state.load(); err != nil {
+		return nil, err
+	}
+	list, err := opts.Store.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range list {
+		st, err := opts.Store.Load(name)
+		if err != nil {
+			opts.Log.WithError(err).WithField("cert", name).Warn("stored certificate unusable; it will be re-issued if wanted")
+			continue
+		}
+		m.certs[name] = newCertInfo(st)
+	}
+	return m, nil
+}
+
+func newCertInfo(st *Stored) *certInfo {
+	ci := &certInfo{stored: st, jitter: randFloat()}
+	ci.renewAt = RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, ci.jitter)
+	return ci
+}
+
+func randFloat() float64 {
+	n, err := rand.Int(rand.Reader, big.NewInt(1<<30))
+	if err != nil {
+		return 0.5
+	}
+	return float64(n.Int64()) / (1 << 30)
+}
+
+// Want replaces the set of wanted host lists. It never blocks on the CA.
+// Names no public CA can issue are dropped with one log line each.
+func (m *Manager) Want(sets [][]string) {
+	var clean [][]string
+	for _, set := range sets {
+		var ok []string
+		for _, n := range set {
+			if why := Unissuable(n); why != "" {
+				m.reportOnce(n, why)
+				continue
+			}
+			ok = append(ok, n)
+		}
+		if len(ok) > 0 {
+			clean = append(clean, ok)
+		}
+	}
+	groups := Groups(clean)
+	m.mu.Lock()
+	changed := !slices.EqualFunc(groups, m.groups, slices.Equal[[]string])
+	m.groups = groups
+	m.mu.Unlock()
+	if changed {
+		m.poke()
+	}
+}
+
+func (m *Manager) reportOnce(name, why string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.reported[name] {
+		m.reported[name] = true
+		m.opts.Log.WithField("host", name).Info("no certificate ordered: " + why)
+	}
+}
+
+func (m *Manager) poke() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Certs returns, for every host with a valid stored certificate, its files.
+// When several certificates cover a host, the one that expires last wins.
+func (m *Manager) Certs() map[string]Paths {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	best := map[string]*certInfo{}
+	for _, ci := range m.certs {
+		if !ci.leaf().NotAfter.After(now) || ci.leaf().NotBefore.After(now) {
+			continue
+		}
+		for _, h := range ci.stored.Meta.Domains {
+			if b := best[h]; b == nil || ci.leaf().NotAfter.After(b.leaf().NotAfter) {
+				best[h] = ci
+			}
+		}
+	}
+	out := make(map[string]Paths, len(best))
+	for h, ci := range best {
+		chain, key := m.opts.Store.Paths(ci.stored.Name)
+		out[h] = Paths{Chain: chain, Key: key}
+	}
+	return out
+}
+
+// Run orders and renews until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	done := make(chan struct{}, m.opts.Concurrency)
+	inFlight := 0
+	go m.checkRenewalInfo(ctx)
+	for {
+		m.mu.Lock()
+		jobs, next := planJobs(m.groups, m.certs, m.names, m.running, time.Now())
+		for _, j := range jobs {
+			if inFlight >= m.opts.Concurrency {
+				break
+			}
+			inFlight++
+			m.running[j.cert] = true
+			go func(j job) {
+				m.run(ctx, j)
+				done <- struct{}{}
+			}(j)
+		}
+		m.mu.Unlock()
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-m.wake:
+		case <-done:
+			inFlight--
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// run places one order, after the self-check, retrying without the names
+// that fail so they do not hold back the others.
+func (m *Manager) run(ctx context.Context, j job) {
+	defer func() {
+		m.mu.Lock()
+		delete(m.running, j.cert)
+		m.mu.Unlock()
+	}()
+	log := m.opts.Log.WithFields(logrus.Fields{"cert": j.cert, "hosts": strings.Join(j.names, ",")})
+	names := m.selfCheck(ctx, j.names, log)
+	var replaces *x509.Certificate
+	if j.replaces != nil && covers(names, j.replaces.stored.Meta.Domains) {
+		replaces = j.replaces.leaf()
+	}
+	for len(names) > 0 && ctx.Err() == nil {
+		log.WithField("renewal", j.renewal).Info("ordering certificate")
+		issued, err := m.opts.Issuer.Obtain(ctx, names, replaces)
+		if err == nil {
+			m.store(j.cert, names, issued, log)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var oe *OrderError
+		if !errors.As(err, &oe) || oe.RateLimited || len(oe.Failed) == 0 {
+			var retry time.Duration
+			if oe != nil {
+				retry = oe.RetryAfter
+			}
+			m.fail(names, err, retry, log)
+			return
+		}
+		m.fail(oe.Failed, err, 0, log)
+		names = without(names, oe.Failed)
+		replaces = nil
+	}
+}
+
+func without(names, drop []string) []string {
+	var out []string
+	for _, n := range names {
+		if !slices.Contains(drop, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// selfCheck serves a probe file from the webroot and fetches it through
+// nginx for each name; names whose challenge path does not reach the
+// webroot are backed off without spending the CA's failed-validation limit.
+func (m *Manager) selfCheck(ctx context.Context, names []string, log *logrus.Entry) []string {
+	if m.opts.Probe == nil {
+		return names
+	}
+	token := "berth-probe-" + randHex(12)
+	file := filepath.Join(m.opts.Webroot, ".well-known", "acme-challenge", token)
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		m.fail(names, fmt.Errorf("self-check: %w", err), 0, log)
+		return nil
+	}
+	if err := writeFile(file, []byte(token), 0o644); err != nil {
+		m.fail(names, fmt.Errorf("self-check: %w", err), 0, log)
+		return nil
+	}
+	defer os.Remove(file)
+	var ok []string
+	for _, n := range names {
+		body, err := m.opts.Probe(ctx, n, "/.well-known/acme-challenge/"+token)
+		if err == nil && strings.TrimSpace(body) != token {
+			err = fmt.Errorf("got %q instead of the probe file", truncate(body, 80))
+		}
+		if err != nil {
+			m.fail([]string{n}, fmt.Errorf("self-check: http://%s/.well-known/acme-challenge/ does not serve the webroot through nginx: %w", n, err), 0, log)
+			continue
+		}
+		ok = append(ok, n)
+	}
+	return ok
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// fail backs each name off and persists the reason.
+func (m *Manager) fail(names []string, err error, caRetry time.Duration, log *logrus.Entry) {
+	now := time.Now()
+	m.mu.Lock()
+	for _, n := range names {
+		st := m.names[n]
+		st.Failures++
+		st.NextAttempt = RetryAfter(now, st.Failures, caRetry)
+		st.LastError = err.Error()
+		m.names[n] = st
+		log.WithFields(logrus.Fields{"host": n, "attempt": st.Failures, "retry_in": st.NextAttempt.Sub(now).Round(time.Second)}).
+			WithError(err).Error("certificate order failed")
+	}
+	saveErr := m.state.save(m.names)
+	m.mu.Unlock()
+	if saveErr != nil {
+		log.WithError(saveErr).Error("cannot persist backoff state")
+	}
+}
+
+// store saves a new certificate, clears the names' failures and notifies.
+func (m *Manager) store(cert string, names []string, issued Issued, log *logrus.Entry) {
+	leaf, err := leafOf(issued.ChainPEM)
+	if err != nil {
+		m.fail(names, fmt.Errorf("CA returned an unreadable certificate: %w", err), 0, log)
+		return
+	}
+	meta := Meta{Domains: leafNames(leaf), Issuer: issuerName(leaf), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
+		CertURL: issued.CertURL, Profile: issued.Profile, Obtained: time.Now().UTC()}
+	if err := m.opts.Store.Save(cert, issued.ChainPEM, issued.KeyPEM, meta); err != nil {
+		m.fail(names, err, 0, log)
+		return
+	}
+	st, err := m.opts.Store.Load(cert)
+	if err != nil {
+		m.fail(names, err, 0, log)
+		return
+	}
+	m.mu.Lock()
+	m.certs[cert] = newCertInfo(st)
+	for _, n := range names {
+		delete(m.names, n)
+	}
+	saveErr := m.state.save(m.names)
+	m.mu.Unlock()
+	if saveErr != nil {
+		log.WithError(saveErr).Error("cannot persist state")
+	}
+	log.WithFields(logrus.Fields{"not_after": leaf.NotAfter.UTC().Format(time.RFC3339), "issuer": meta.Issuer}).Info("certificate stored")
+	if m.opts.Notify != nil {
+		m.opts.Notify()
+	}
+}
+
+// checkRenewalInfo asks the CA for renewal windows at start and every
+// ariInterval, and moves renewal times accordingly.
+func (m *Manager) checkRenewalInfo(ctx context.Context) {
+	for {
+		m.mu.Lock()
+		var due []*certInfo
+		for _, ci := range m.certs {
+			if time.Since(ci.ariChecked) >= ariInterval {
+				due = append(due, ci)
+			}
+		}
+		m.mu.Unlock()
+		for _, ci := range due {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			w, err := m.opts.Issuer.RenewalInfo(cctx, ci.leaf())
+			cancel()
+			m.mu.Lock()
+			ci.ariChecked = time.Now()
+			if err == nil {
+				ci.renewAt = RenewAt(ci.leaf().NotBefore, ci.leaf().NotAfter, w, ci.jitter)
+			}
+			m.mu.Unlock()
+			if err != nil {
+				m.opts.Log.WithError(err).WithField("cert", ci.stored.Name).Debug("renewal info unavailable")
+			}
+		}
+		if len(due) > 0 {
+			m.poke()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+}
+
+// ariInterval: RFC 9773 suggests polling a few times a day.
+const ariInterval = 6 * time.Hour
