@@ -1,0 +1,67 @@
+package acme
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+func TestRenewAt(t *testing.T) {
+	day := 24 * time.Hour
+	cases := []struct {
+		name      string
+		life      time.Duration
+		ari       *Window
+		jitter    float64
+		wantAfter time.Duration // from notBefore
+	}{
+		{"90 days renew with a third left", 90 * day, nil, 0, 60 * day},
+		{"jitter only moves renewal earlier", 90 * day, nil, 0.99, 60*day - time.Duration(0.99*float64(3*day))},
+		{"6-day certificates renew at half life", 6 * day, nil, 0, 3 * day},
+		{"a sane ARI window wins", 90 * day, &Window{t0.Add(10 * day), t0.Add(12 * day)}, 0.5, 11 * day},
+		{"an empty ARI window is ignored", 90 * day, &Window{}, 0, 60 * day},
+		{"an inverted ARI window is ignored", 90 * day, &Window{t0.Add(12 * day), t0.Add(10 * day)}, 0, 60 * day},
+		{"an ARI window ending before issuance is ignored", 90 * day, &Window{t0.Add(-3 * day), t0.Add(-2 * day)}, 0, 60 * day},
+		{"an ARI window in the past of now but after issuance means renew now", 90 * day, &Window{t0.Add(1 * day), t0.Add(2 * day)}, 0, 1 * day},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := RenewAt(t0, t0.Add(tc.life), tc.ari, tc.jitter)
+			if want := t0.Add(tc.wantAfter); !got.Equal(want) {
+				t.Fatalf("RenewAt = %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestRetryAfterDoublesToADayAndHonoursTheCA(t *testing.T) {
+	for n, want := range map[int]time.Duration{1: 5 * time.Minute, 2: 10 * time.Minute, 3: 20 * time.Minute, 20: 24 * time.Hour} {
+		if got := RetryAfter(t0, n, 0).Sub(t0); got != want {
+			t.Errorf("failure %d: retry in %v, want %v", n, got, want)
+		}
+	}
+	if got := RetryAfter(t0, 1, 3*time.Hour).Sub(t0); got != 3*time.Hour {
+		t.Errorf("a CA Retry-After of 3h gave %v", got)
+	}
+}
+
+func TestUnissuable(t *testing.T) {
+	for name, bad := range map[string]bool{
+		"localhost": true, "app.localhost": true, "192.0.2.1": true, "[2001:db8::1]": true, "intranet": true,
+		"app.example.com": false, "a.test": false,
+	} {
+		if got := Unissuable(name) != ""; got != bad {
+			t.Errorf("Unissuable(%q) = %v", name, got)
+		}
+	}
+}
+
+func TestGroupsMergeOverlappingHostLists(t *testing.T) {
+	got := Groups([][]string{{"b.test", "c.test"}, {"a.test", "b.test"}, {"x.test"}, {"x.test"}})
+	want := [][]string{{"a.test", "b.test", "c.test"}, {"x.test"}}
+	if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
+		t.Fatalf("Groups = %v, want %v", got, want)
+	}
+}
