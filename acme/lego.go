@@ -54,10 +54,10 @@ var keyTypes = map[string]certcrypto.KeyType{
 
 // AccountConfig says which CA to use and as whom.
 type AccountConfig struct {
-	CA       string         // directory URL or shortcut
-	Email    string         // optional contact
+	CA       string              // directory URL or shortcut
+	Email    string              // optional contact
 	Roots    []*x509.Certificate // extra roots for the CA's TLS, on top of the system's
-	EABKID   string         // External Account Binding, for CAs that need it
+	EABKID   string              // External Account Binding, for CAs that need it
 	EABHMAC  string
 	KeyType  string // certificate key type; "" is ec256
 	Profile  string // ACME profile; "" lets the CA choose
