@@ -62,7 +62,13 @@ type Manager struct {
 	names    map[string]NameState
 	running  map[string]bool
 	reported map[string]bool
+	stateMod time.Time // names.json as last read, to notice "berth renew/revoke"
 }
+
+// refreshInterval is how often the manager rereads the certificate store
+// and names.json, so "berth renew" and "berth revoke", run as separate
+// processes, take effect in the daemon without a restart.
+const refreshInterval = 30 * time.Second
 
 // NewManager loads the stored certificates and per-name state, so stored
 // certificates are served at once and backoff survives restarts.
@@ -86,13 +92,50 @@ func NewManager(opts Options) (*Manager, error) {
 			opts.Log.WithError(err).WithField("cert", name).Warn("stored certificate unusable; it will be re-issued if wanted")
 			continue
 		}
-		m.certs[name] = newCertInfo(st)
+		m.certs[name] = newCertInfo(st, opts.Store.version(name))
 	}
+	m.stateMod = stateModTime(opts.StateDir)
 	return m, nil
 }
 
-func newCertInfo(st *Stored) *certInfo {
-	ci := &certInfo{stored: st, jitter: randFloat()}
+// refresh picks up certificates and name state changed by another process.
+// It reports whether the set of served certificates changed.
+func (m *Manager) refresh() bool {
+	list, err := m.opts.Store.List()
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	changed := false
+	seen := map[string]bool{}
+	for _, name := range list {
+		seen[name] = true
+		v := m.opts.Store.version(name)
+		if ci := m.certs[name]; ci != nil && ci.version == v {
+			continue
+		}
+		if st, err := m.opts.Store.Load(name); err == nil {
+			m.certs[name] = newCertInfo(st, v)
+			changed = true
+		}
+	}
+	for name := range m.certs {
+		if !seen[name] {
+			delete(m.certs, name)
+			changed = true
+		}
+	}
+	if mod := stateModTime(m.opts.StateDir); !mod.Equal(m.stateMod) {
+		if names, err := m.state.load(); err == nil {
+			m.names, m.stateMod = names, mod
+		}
+	}
+	return changed
+}
+
+func newCertInfo(st *Stored, version string) *certInfo {
+	ci := &certInfo{stored: st, version: version, jitter: randFloat()}
 	ci.renewAt = RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, ci.jitter)
 	return ci
 }
@@ -177,17 +220,25 @@ func (m *Manager) Certs() map[string]Paths {
 func (m *Manager) Run(ctx context.Context) {
 	done := make(chan struct{}, m.opts.Concurrency)
 	inFlight := 0
+	var jobs sync.WaitGroup
+	defer jobs.Wait() // jobs stop promptly on ctx; never leave one writing after Run
 	go m.checkRenewalInfo(ctx)
 	for {
+		if m.refresh() && m.opts.Notify != nil {
+			m.opts.Notify()
+		}
 		m.mu.Lock()
-		jobs, next := planJobs(m.groups, m.certs, m.names, m.running, time.Now())
-		for _, j := range jobs {
+		due, next := planJobs(m.groups, m.certs, m.names, m.running, time.Now())
+		next = earliest(next, time.Now().Add(refreshInterval))
+		for _, j := range due {
 			if inFlight >= m.opts.Concurrency {
 				break
 			}
 			inFlight++
 			m.running[j.cert] = true
+			jobs.Add(1)
 			go func(j job) {
+				defer jobs.Done()
 				m.run(ctx, j)
 				done <- struct{}{}
 			}(j)
@@ -316,6 +367,7 @@ func (m *Manager) fail(names []string, err error, caRetry time.Duration, log *lo
 			WithError(err).Error("certificate order failed")
 	}
 	saveErr := m.state.save(m.names)
+	m.stateMod = stateModTime(m.opts.StateDir)
 	m.mu.Unlock()
 	if saveErr != nil {
 		log.WithError(saveErr).Error("cannot persist backoff state")
@@ -341,11 +393,12 @@ func (m *Manager) store(cert string, names []string, issued Issued, log *logrus.
 		return
 	}
 	m.mu.Lock()
-	m.certs[cert] = newCertInfo(st)
+	m.certs[cert] = newCertInfo(st, m.opts.Store.version(cert))
 	for _, n := range names {
 		delete(m.names, n)
 	}
 	saveErr := m.state.save(m.names)
+	m.stateMod = stateModTime(m.opts.StateDir)
 	m.mu.Unlock()
 	if saveErr != nil {
 		log.WithError(saveErr).Error("cannot persist state")

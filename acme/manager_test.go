@@ -66,7 +66,7 @@ func (f *fakeCA) Obtain(_ context.Context, names []string, replaces *x509.Certif
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), DNSNames: names,
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(f.life)}
+		NotBefore: time.Now(), NotAfter: time.Now().Add(f.life)}
 	der, err := x509.CreateCertificate(rand.Reader, tpl, f.cert, &key.PublicKey, f.key)
 	if err != nil {
 		return Issued{}, err

@@ -28,6 +28,7 @@ func (e *OrderError) Unwrap() error { return e.Err }
 // certInfo is a stored certificate and when to renew it.
 type certInfo struct {
 	stored     *Stored
+	version    string // the store's version of these files
 	renewAt    time.Time
 	jitter     float64
 	ariChecked time.Time

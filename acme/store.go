@@ -176,6 +176,12 @@ func (s Store) prune(name, current string) error {
 	return nil
 }
 
+// version identifies the stored files of name: the symlink's target.
+func (s Store) version(name string) string {
+	v, _ := os.Readlink(filepath.Join(s.Dir, name))
+	return v
+}
+
 // Delete removes a certificate and its versions (revocation, cleanup).
 func (s Store) Delete(name string) error {
 	if err := os.Remove(filepath.Join(s.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -1,0 +1,190 @@
+package acme
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// Operations behind the "berth certs", "berth renew" and "berth revoke"
+// commands. They run in a separate process next to the daemon and share
+// only the files: the daemon's Manager notices changes on its next refresh.
+
+// CertStatus is one line of "berth certs".
+type CertStatus struct {
+	Name        string
+	Domains     []string
+	Issuer      string
+	NotAfter    time.Time
+	NextRenewal time.Time // from the certificate's dates; ARI may move it earlier
+	LastError   string    // the newest error of any of its names
+}
+
+// NameStatus is a name with no certificate but with state (failing or revoked).
+type NameStatus struct {
+	Name string
+	NameState
+}
+
+// Status reads the stored certificates and per-name state.
+func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
+	names, err := stateFile{filepath.Join(stateDir, "names.json")}.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := store.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	covered := map[string]bool{}
+	var certs []CertStatus
+	for _, n := range list {
+		st, err := store.Load(n)
+		if err != nil {
+			certs = append(certs, CertStatus{Name: n, LastError: err.Error()})
+			continue
+		}
+		cs := CertStatus{Name: n, Domains: st.Meta.Domains, Issuer: st.Meta.Issuer, NotAfter: st.Leaf.NotAfter,
+			NextRenewal: RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)}
+		for _, d := range st.Meta.Domains {
+			covered[d] = true
+			if e := names[d].LastError; e != "" {
+				cs.LastError = d + ": " + e
+			}
+		}
+		certs = append(certs, cs)
+	}
+	var rest []NameStatus
+	for _, n := range sortedNames(names) {
+		if !covered[n] {
+			rest = append(rest, NameStatus{n, names[n]})
+		}
+	}
+	return certs, rest, nil
+}
+
+func sortedNames(m map[string]NameState) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// findCovering returns the stored certificate that serves host.
+func findCovering(store Store, host string) (*Stored, error) {
+	list, err := store.List()
+	if err != nil {
+		return nil, err
+	}
+	var best *Stored
+	for _, n := range list {
+		st, err := store.Load(n)
+		if err != nil || !slices.Contains(st.Meta.Domains, host) {
+			continue
+		}
+		if best == nil || st.Leaf.NotAfter.After(best.Leaf.NotAfter) {
+			best = st
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("no stored certificate covers %s", host)
+	}
+	return best, nil
+}
+
+// RevokeHost revokes the certificate serving host at the CA, stops serving
+// it (the files are removed) and holds its names back from re-issue until
+// "berth renew --force".
+func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string) (*Stored, error) {
+	st, err := findCovering(store, host)
+	if err != nil {
+		return nil, err
+	}
+	if err := issuer.Revoke(ctx, st.ChainPEM); err != nil {
+		return nil, err
+	}
+	sf := stateFile{filepath.Join(stateDir, "names.json")}
+	names, err := sf.load()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range st.Meta.Domains {
+		s := names[d]
+		s.Revoked = true
+		names[d] = s
+	}
+	if err := sf.save(names); err != nil {
+		return nil, err
+	}
+	return st, store.Delete(st.Name)
+}
+
+// RenewHost orders a new certificate for the names of the one serving host
+// (or for host alone when none does). Without force it refuses while the
+// certificate is not due. force also clears the names' backoff and a
+// revocation hold.
+func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string, force bool, now time.Time) (*Stored, error) {
+	names := []string{host}
+	name := host
+	var replaces *Stored
+	if st, err := findCovering(store, host); err == nil {
+		due := RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)
+		if !force && now.Before(due) {
+			return nil, fmt.Errorf("%s is not due for renewal until %s; use --force to renew now", host, due.Format(time.RFC3339))
+		}
+		names, name, replaces = st.Meta.Domains, st.Name, st
+	}
+	if why := Unissuable(host); why != "" {
+		return nil, fmt.Errorf("%s: %s", host, why)
+	}
+	sf := stateFile{filepath.Join(stateDir, "names.json")}
+	state, err := sf.load()
+	if err != nil {
+		return nil, err
+	}
+	if force {
+		for _, n := range names {
+			delete(state, n)
+		}
+		if err := sf.save(state); err != nil {
+			return nil, err
+		}
+	}
+	leaf := replacesLeaf(replaces)
+	issued, err := issuer.Obtain(ctx, names, leaf)
+	if err != nil {
+		return nil, err
+	}
+	l, err := leafOf(issued.ChainPEM)
+	if err != nil {
+		return nil, err
+	}
+	meta := Meta{Domains: leafNames(l), Issuer: issuerName(l), NotBefore: l.NotBefore, NotAfter: l.NotAfter,
+		CertURL: issued.CertURL, Profile: issued.Profile, Obtained: now.UTC()}
+	if err := store.Save(name, issued.ChainPEM, issued.KeyPEM, meta); err != nil {
+		return nil, err
+	}
+	return store.Load(name)
+}
+
+func replacesLeaf(st *Stored) *x509.Certificate {
+	if st == nil {
+		return nil
+	}
+	return st.Leaf
+}
+
+// stateModTime lets the daemon notice changes made by these commands.
+func stateModTime(stateDir string) time.Time {
+	fi, err := os.Stat(filepath.Join(stateDir, "names.json"))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
