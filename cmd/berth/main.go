@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +30,10 @@ const usage = `berth: nginx sidecar controller for Docker.
 Usage:
   berth [run] [flags]   watch Docker and keep nginx configured (default)
   berth render [flags]  print the files berth would write now; writes nothing
+  berth certs           list certificates: hosts, issuer, expiry, next renewal, last error
+  berth renew [--force] HOST
+                        renew the certificate serving HOST now (--force: even if not due)
+  berth revoke HOST     revoke the certificate serving HOST at the CA and stop serving it
   berth version         print the version
   berth COMMAND --help  flags of a command
 
@@ -67,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return render(s, stdout, log)
 		}
 		return serve(s, log)
+	case "certs", "renew", "revoke":
+		return certsCmd(cmd, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "berth", version)
 		return 0
@@ -150,19 +155,9 @@ func serve(s settings, log *logrus.Entry) int {
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
 func newManager(s settings, log *logrus.Entry, notify func(), probe acme.Prober) (*acme.Manager, error) {
-	var roots []*x509.Certificate
-	if s.ACMECARoots != "" {
-		var err error
-		if roots, err = acme.ParseRoots(s.ACMECARoots); err != nil {
-			return nil, err
-		}
-	}
 	return acme.NewManager(acme.Options{
-		Store: acme.Store{Dir: s.CertsDir},
-		Issuer: &acme.LazyIssuer{Config: acme.AccountConfig{
-			CA: s.ACMECA, Email: s.ACMEEmail, Roots: roots, EABKID: s.ACMEEABKID, EABHMAC: s.ACMEEABHMAC,
-			KeyType: s.ACMEKeyType, Profile: s.ACMEProfile, StateDir: s.StateDir, Webroot: s.Webroot,
-		}},
+		Store:    acme.Store{Dir: s.CertsDir},
+		Issuer:   &acme.LazyIssuer{Config: s.accountConfig()},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
 		Probe:    probe,

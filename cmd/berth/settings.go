@@ -1,12 +1,14 @@
 package main
 
 import (
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
+	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
 )
 
@@ -19,11 +21,22 @@ type settings struct {
 	ACMEEABKID, ACMEEABHMAC              string
 	ACMEKeyType, ACMEProfile             string
 	ProbeAddr                            string
+	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
+	args                                 []string // positional arguments
 }
 
 func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error) {
+	s, err := parseSettingsWith(cmd, args, stderr, nil)
+	if err == nil && len(s.args) > 0 {
+		return s, fmt.Errorf("unexpected argument %q", s.args[0])
+	}
+	return s, err
+}
+
+// parseSettingsWith parses the common settings plus a command's own flags.
+func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (settings, error) {
 	var s settings
 	fs := flag.NewFlagSet("berth "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -50,16 +63,17 @@ func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error
 		resync = v
 		return nil
 	})
+	if extra != nil {
+		extra(fs)
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: berth %s [flags]\n\nFlags:\n", cmd)
+		fmt.Fprintf(stderr, "Usage: berth %s [flags]%s\n\nFlags:\n", cmd, map[string]string{"renew": " HOST", "revoke": " HOST"}[cmd])
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
-	if fs.NArg() > 0 {
-		return s, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
+	s.args = fs.Args()
 	d, err := time.ParseDuration(resync)
 	if err != nil || d < time.Second {
 		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
@@ -68,7 +82,20 @@ func parseSettings(cmd string, args []string, stderr io.Writer) (settings, error
 	if (s.ACMEEABKID == "") != (s.ACMEEABHMAC == "") {
 		return s, fmt.Errorf("BERTH_ACME_EAB_KID and BERTH_ACME_EAB_HMAC go together: set both or neither")
 	}
+	if s.ACMECARoots != "" {
+		if s.roots, err = acme.ParseRoots(s.ACMECARoots); err != nil {
+			return s, err
+		}
+	}
 	return s, nil
+}
+
+// accountConfig is the ACME account and CA configuration.
+func (s settings) accountConfig() acme.AccountConfig {
+	return acme.AccountConfig{
+		CA: s.ACMECA, Email: s.ACMEEmail, Roots: s.roots, EABKID: s.ACMEEABKID, EABHMAC: s.ACMEEABHMAC,
+		KeyType: s.ACMEKeyType, Profile: s.ACMEProfile, StateDir: s.StateDir, Webroot: s.Webroot,
+	}
 }
 
 // acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
