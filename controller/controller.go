@@ -55,6 +55,8 @@ type Controller struct {
 	nginxState string              // last logged nginx lookup outcome
 	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
 	pokes      chan string
+	nginxID    string // the nginx container whose build was read
+	http2      string // its HTTP/2 mode
 
 	mu        sync.Mutex
 	nginxAddr string // nginx's address for Probe, from the last pass

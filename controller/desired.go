@@ -60,6 +60,7 @@ type Inputs struct {
 	Webroot string                   // ACME webroot path inside nginx
 	Certs   map[string]nginxconf.TLS // hosts with a certificate on disk
 	Listen  [2]string                // optional HTTP/HTTPS listen overrides (tests)
+	HTTP2   string                   // nginxconf.HTTP2* for the nginx in use
 }
 
 // Desired computes the nginx config for the given containers. Pure: no
@@ -78,7 +79,7 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 			wants = append(wants, w)
 		}
 	}
-	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1]}
+	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2}
 	cfg.Sites = buildSites(wants, in.Certs)
 	slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.String(), b.String()) })
 	return cfg, wants, problems

@@ -197,3 +197,19 @@ func BenchmarkDesiredAndRender1000(b *testing.B) {
 		}
 	}
 }
+
+func TestHTTP2ModeFollowsTheNginxBuild(t *testing.T) {
+	const mod = " configure arguments: --with-http_ssl_module --with-http_v2_module"
+	for out, want := range map[string]string{
+		"nginx version: nginx/1.22.1\n" + mod:                                       nginxconf.HTTP2Listen,
+		"nginx version: nginx/1.25.0\n" + mod:                                       nginxconf.HTTP2Listen,
+		"nginx version: nginx/1.25.1\n" + mod:                                       nginxconf.HTTP2Directive,
+		"nginx version: nginx/1.30.6\n" + mod:                                       nginxconf.HTTP2Directive,
+		"nginx version: nginx/1.30.6\n configure arguments: --with-http_ssl_module": nginxconf.HTTP2Off,
+		"sh: nginx: not found":                                                      nginxconf.HTTP2Off,
+	} {
+		if got := HTTP2Mode(out); got != want {
+			t.Errorf("HTTP2Mode(%q) = %q, want %q", out, got, want)
+		}
+	}
+}

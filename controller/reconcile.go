@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +68,7 @@ func (c *Controller) pass1(ctx context.Context, now time.Time, log *logrus.Entry
 	if err != nil {
 		return err
 	}
+	c.learnNginx(ctx, nginx, log)
 	start = time.Now()
 	desired, err := c.render(cs, nginx, log)
 	if err != nil {
@@ -108,7 +110,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // render computes the desired files and logs problems once per change.
 func (c *Controller) render(cs []Container, nginx Container, log *logrus.Entry) (nginxconf.Files, error) {
-	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen}
+	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen, HTTP2: c.http2}
 	if c.opts.Certs != nil {
 		in.Certs = c.opts.Certs()
 	}
@@ -148,6 +150,42 @@ func (c *Controller) report(problems []Problem, errs []error, log *logrus.Entry)
 		}
 	}
 	c.reported = seen
+}
+
+// learnNginx reads "nginx -V" once per nginx container, to know whether
+// and how its build enables HTTP/2. Until it is known, TLS servers render
+// without HTTP/2, which every nginx accepts.
+func (c *Controller) learnNginx(ctx context.Context, nginx Container, log *logrus.Entry) {
+	if c.nginxID == nginx.ID {
+		return
+	}
+	code, out, err := c.engine.Exec(ctx, nginx.ID, []string{"nginx", "-V"})
+	if err != nil || code != 0 {
+		log.WithError(err).WithField("exit", code).Warn("cannot read nginx -V; rendering without HTTP/2")
+		return
+	}
+	c.nginxID, c.http2 = nginx.ID, HTTP2Mode(out)
+	log.WithFields(logrus.Fields{"nginx_version": nginxVersion.FindString(out), "http2": c.http2}).Info("nginx build detected")
+}
+
+var nginxVersion = regexp.MustCompile(`nginx/(\d+)\.(\d+)\.(\d+)`)
+
+// HTTP2Mode decides from "nginx -V" output how TLS servers enable HTTP/2:
+// the "http2 on" directive from 1.25.1, the listen parameter before, and not
+// at all without the module. Pure.
+func HTTP2Mode(nginxV string) string {
+	m := nginxVersion.FindStringSubmatch(nginxV)
+	if m == nil || !strings.Contains(nginxV, "--with-http_v2_module") {
+		return nginxconf.HTTP2Off
+	}
+	v := [3]int{}
+	for i := range v {
+		v[i], _ = strconv.Atoi(m[i+1])
+	}
+	if v[0] > 1 || v[1] > 25 || (v[1] == 25 && v[2] >= 1) {
+		return nginxconf.HTTP2Directive
+	}
+	return nginxconf.HTTP2Listen
 }
 
 // certSets lists the host lists that want a certificate. Pure.

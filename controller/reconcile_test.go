@@ -41,6 +41,9 @@ func (f *fakeEngine) Events(ctx context.Context) (<-chan string, <-chan error) {
 func (f *fakeEngine) Exec(_ context.Context, _ string, cmd []string) (int, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(cmd) == 2 && cmd[1] == "-V" {
+		return 0, "nginx version: nginx/1.22.1\nconfigure arguments: --with-http_v2_module", nil
+	}
 	f.execs++
 	if f.validate != nil {
 		code, out := f.validate(f.confDir)

@@ -47,7 +47,7 @@ func renderDefault(webroot, httpListen, httpsListen string) []byte {
 	return []byte(b.String())
 }
 
-func renderSite(s Site, webroot, httpListen, httpsListen string) []byte {
+func renderSite(s Site, webroot, httpListen, httpsListen, http2 string) []byte {
 	var b strings.Builder
 	b.WriteString(header)
 	for i, l := range s.Locations {
@@ -70,7 +70,14 @@ func renderSite(s Site, webroot, httpListen, httpsListen string) []byte {
 	}
 	b.WriteString("}\n")
 	if s.TLS != nil && s.HTTPS != HTTPSOff {
-		fmt.Fprintf(&b, "\nserver {\n    listen %s ssl;\n    server_name %s;\n", httpsListen, s.Host)
+		listenOpts := "ssl"
+		if http2 == HTTP2Listen {
+			listenOpts = "ssl http2"
+		}
+		fmt.Fprintf(&b, "\nserver {\n    listen %s %s;\n    server_name %s;\n", httpsListen, listenOpts, s.Host)
+		if http2 == HTTP2Directive {
+			b.WriteString("    http2 on;\n")
+		}
 		fmt.Fprintf(&b, "    ssl_certificate %s;\n    ssl_certificate_key %s;\n", s.TLS.CertFile, s.TLS.KeyFile)
 		for _, d := range tlsDefaults {
 			fmt.Fprintf(&b, "    %s\n", d)

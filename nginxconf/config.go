@@ -15,6 +15,13 @@ const (
 	HTTPSOff      = "off"      // HTTP only, even with a certificate
 )
 
+// HTTP/2 modes: how (and whether) TLS servers enable HTTP/2.
+const (
+	HTTP2Off       = ""          // no HTTP/2 module
+	HTTP2Listen    = "listen"    // "listen 443 ssl http2;" (nginx before 1.25.1)
+	HTTP2Directive = "directive" // "http2 on;" (nginx 1.25.1 and later)
+)
+
 // Config is the whole desired nginx state berth owns.
 type Config struct {
 	// Listen addresses; empty means "80" and "443". Tests bind loopback ports.
@@ -22,6 +29,9 @@ type Config struct {
 	HTTPSListen string
 	// Webroot is the directory served for /.well-known/acme-challenge/.
 	Webroot string
+	// HTTP2 says how the nginx in use enables HTTP/2 on TLS servers: one of
+	// the HTTP2* values. The controller decides from "nginx -V".
+	HTTP2 string
 	// Sites, one per hostname. Order does not matter: rendering sorts.
 	Sites []Site
 }

@@ -52,6 +52,9 @@ func TestGoldenConfigsPassNginxT(t *testing.T) {
 	t.Run("host", func(t *testing.T) {
 		build := nginxBuild(t, bin, "-V")
 		for _, tc := range goldenCases {
+			if tc.newOnly && strings.Contains(build, "nginx/1.22.") {
+				continue // a config for newer nginx; the controller never sends it to 1.22
+			}
 			t.Run(tc.name, func(t *testing.T) {
 				prefix := goldenPrefix(t, tc.cfg, build)
 				nginxT(t, prefix, bin)

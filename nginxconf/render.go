@@ -51,6 +51,11 @@ func Render(cfg Config) (Files, []error) {
 	if !safeToken.MatchString(httpListen) || !safeToken.MatchString(httpsListen) {
 		return files, []error{fmt.Errorf("listen %q/%q: unsafe characters", httpListen, httpsListen)}
 	}
+	switch cfg.HTTP2 {
+	case HTTP2Off, HTTP2Listen, HTTP2Directive:
+	default:
+		return files, []error{fmt.Errorf("unknown HTTP/2 mode %q", cfg.HTTP2)}
+	}
 	files[DefaultFile] = renderDefault(webroot, httpListen, httpsListen)
 	for _, s := range sortedSites(cfg.Sites) {
 		if err := checkSite(s); err != nil {
@@ -62,7 +67,7 @@ func Render(cfg Config) (Files, []error) {
 			errs = append(errs, &SiteError{s.Host, "duplicate site"})
 			continue
 		}
-		files[name] = renderSite(s, webroot, httpListen, httpsListen)
+		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2)
 	}
 	return files, errs
 }

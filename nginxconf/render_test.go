@@ -17,31 +17,41 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the rend
 var goldenCases = []struct {
 	name string
 	cfg  Config
+	// newOnly marks configs only nginx 1.25.1 and later accept ("http2 on").
+	newOnly bool
 }{
-	{"empty", Config{Webroot: "/var/www/acme"}},
+	{"empty", Config{Webroot: "/var/www/acme"}, false},
 	{"one-site", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "app.example.com", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.5:80"}}}},
-	}}},
+	}}, false},
 	{"balanced-paths", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "shop.example.com", Locations: []Location{
 			{Path: "/api", Backends: []string{"172.18.0.7:8080", "172.18.0.6:8080"}},
 			{Path: "/", Backends: []string{"172.18.0.5:3000"}},
 		}},
-	}}},
+	}}, false},
 	{"unreachable", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "down.example.com", Locations: []Location{{Path: "/"}}},
-	}}},
+	}}, false},
 	{"tls-redirect", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "secure.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/secure.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/secure.example.com/privkey.pem"},
 			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
-	}}},
+	}}, false},
 	{"tls-both", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "both.example.com", HTTPS: HTTPSBoth, TLS: &TLS{CertFile: "/etc/nginx/certs/both.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/both.example.com/privkey.pem"},
 			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
-	}}},
+	}}, false},
+	{"tls-http2-listen", Config{Webroot: "/var/www/acme", HTTP2: HTTP2Listen, Sites: []Site{
+		{Host: "h2.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/h2.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/h2.example.com/privkey.pem"},
+			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
+	}}, false},
+	{"tls-http2-directive", Config{Webroot: "/var/www/acme", HTTP2: HTTP2Directive, Sites: []Site{
+		{Host: "h2.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/h2.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/h2.example.com/privkey.pem"},
+			Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
+	}}, true},
 	{"punycode", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "xn--bcher-kva.example", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.10:80"}}}},
-	}}},
+	}}, false},
 }
 
 // joinFiles lays files out in name order with a header line each, so one
