@@ -14,6 +14,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -29,7 +31,9 @@ import (
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/lego"
+	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/registration"
+	"github.com/sirupsen/logrus"
 )
 
 // CA directory shortcuts accepted by BERTH_ACME_CA.
@@ -63,6 +67,21 @@ type AccountConfig struct {
 	Profile  string // ACME profile; "" lets the CA choose
 	StateDir string // account key and registration live here
 	Webroot  string // HTTP-01 tokens are written here
+	// Log receives lego's own progress lines at debug level; nil drops them.
+	Log *logrus.Entry
+}
+
+// legoLogOnce routes lego's package-level logger once per process.
+var legoLogOnce sync.Once
+
+func routeLegoLog(l *logrus.Entry) {
+	legoLogOnce.Do(func() {
+		w := io.Discard
+		if l != nil {
+			w = l.WithField("component", "lego").WriterLevel(logrus.DebugLevel)
+		}
+		legolog.Logger = stdlog.New(w, "", 0)
+	})
 }
 
 // LegoIssuer implements Issuer with lego.
@@ -92,26 +111,41 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 			return nil, fmt.Errorf("BERTH_ACME_KEY_TYPE %q: want ec256, ec384, rsa2048, rsa3072 or rsa4096", cfg.KeyType)
 		}
 	}
+	routeLegoLog(cfg.Log)
 	dirURL := DirectoryURL(cfg.CA)
 	accDir := filepath.Join(cfg.StateDir, "accounts", accountDirName(dirURL))
 	acc, err := loadAccount(accDir, cfg.Email)
 	if err != nil {
 		return nil, err
 	}
-	lc := lego.NewConfig(acc)
-	lc.CADirURL = dirURL
-	lc.UserAgent = "berth"
-	lc.HTTPClient = newHTTPClient(cfg.Roots)
-	lc.Certificate.KeyType = kt
-	client, err := lego.NewClient(lc)
+	newClient := func() (*lego.Client, error) {
+		lc := lego.NewConfig(acc)
+		lc.CADirURL = dirURL
+		lc.UserAgent = "berth"
+		lc.HTTPClient = newHTTPClient(cfg.Roots)
+		lc.Certificate.KeyType = kt
+		client, err := lego.NewClient(lc)
+		if err != nil {
+			return nil, fmt.Errorf("ACME directory %s: %w", dirURL, err)
+		}
+		return client, client.Challenge.SetHTTP01Provider(webrootProvider{dir: cfg.Webroot})
+	}
+	client, err := newClient()
 	if err != nil {
-		return nil, fmt.Errorf("ACME directory %s: %w", dirURL, err)
-	}
-	if err := client.Challenge.SetHTTP01Provider(webrootProvider{dir: cfg.Webroot}); err != nil {
 		return nil, err
 	}
-	if err := ensureRegistered(client, acc, cfg); err != nil {
-		return nil, err
+	if acc.Registration != nil && !accountKnown(client) {
+		// The CA forgot the account: register the same key again, with a
+		// client that signs with the key rather than the stale account URL.
+		acc.Registration = nil
+		if client, err = newClient(); err != nil {
+			return nil, err
+		}
+	}
+	if acc.Registration == nil {
+		if err := register(client, acc, cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := saveAccount(accDir, acc); err != nil {
 		return nil, err
@@ -160,19 +194,16 @@ func saveAccount(dir string, acc *account) error {
 	return writeFile(filepath.Join(dir, "account.json"), raw, 0o600)
 }
 
-func ensureRegistered(client *lego.Client, acc *account, cfg AccountConfig) error {
-	if acc.Registration != nil {
-		res, err := client.Registration.ResolveAccountByKey()
-		if err == nil {
-			acc.Registration = res
-			return nil
-		}
-		var pd *legoacme.ProblemDetails
-		if !errors.As(err, &pd) || pd.Type != "urn:ietf:params:acme:error:accountDoesNotExist" {
-			return fmt.Errorf("ACME account: %w", err)
-		}
-		acc.Registration = nil // the CA forgot us: register again
-	}
+// accountKnown asks the CA whether the stored account still exists. Any
+// answer but "accountDoesNotExist" counts as known, so a CA hiccup at start
+// never makes berth register a second account.
+func accountKnown(client *lego.Client) bool {
+	_, err := client.Registration.QueryRegistration()
+	var pd *legoacme.ProblemDetails
+	return err == nil || !errors.As(err, &pd) || pd.Type != "urn:ietf:params:acme:error:accountDoesNotExist"
+}
+
+func register(client *lego.Client, acc *account, cfg AccountConfig) error {
 	var res *registration.Resource
 	var err error
 	if cfg.EABKID != "" {

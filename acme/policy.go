@@ -19,8 +19,10 @@ const shortLived = 10 * 24 * time.Hour
 // RenewAt returns when a certificate valid from notBefore to notAfter should
 // be renewed. jitter in [0,1) spreads renewals so that many certificates
 // issued together are not renewed in one burst. A CA window (ARI) wins when
-// it is sane: non-empty and ending after the certificate starts; an empty or
-// nonsensical window is ignored, since it would read as "renew now". Pure.
+// it is sane: non-empty, not inverted, and starting before the certificate
+// expires. A window wholly in the past is how a CA says "renew now" (e.g.
+// after revoking it) and is honoured; an empty or inverted one is ignored,
+// since it would also read as "renew now". Pure.
 func RenewAt(notBefore, notAfter time.Time, ari *Window, jitter float64) time.Time {
 	if ari != nil && sane(*ari, notBefore, notAfter) {
 		span := ari.End.Sub(ari.Start)
@@ -36,8 +38,7 @@ func RenewAt(notBefore, notAfter time.Time, ari *Window, jitter float64) time.Ti
 }
 
 func sane(w Window, notBefore, notAfter time.Time) bool {
-	return !w.Start.IsZero() && w.End.After(w.Start) && w.End.After(notBefore) &&
-		w.Start.Before(notAfter.Add(24*time.Hour))
+	return !w.Start.IsZero() && w.End.After(w.Start) && w.Start.Before(notAfter)
 }
 
 // Backoff after failures. The first retry comes after 5 minutes (Let's

@@ -23,8 +23,8 @@ func TestRenewAt(t *testing.T) {
 		{"a sane ARI window wins", 90 * day, &Window{t0.Add(10 * day), t0.Add(12 * day)}, 0.5, 11 * day},
 		{"an empty ARI window is ignored", 90 * day, &Window{}, 0, 60 * day},
 		{"an inverted ARI window is ignored", 90 * day, &Window{t0.Add(12 * day), t0.Add(10 * day)}, 0, 60 * day},
-		{"an ARI window ending before issuance is ignored", 90 * day, &Window{t0.Add(-3 * day), t0.Add(-2 * day)}, 0, 60 * day},
-		{"an ARI window in the past of now but after issuance means renew now", 90 * day, &Window{t0.Add(1 * day), t0.Add(2 * day)}, 0, 1 * day},
+		{"an ARI window starting after expiry is ignored", 90 * day, &Window{t0.Add(91 * day), t0.Add(92 * day)}, 0, 60 * day},
+		{"an ARI window in the past means renew now", 90 * day, &Window{t0.Add(-3 * day), t0.Add(-2 * day)}, 0, -3 * day},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,7 +7,6 @@ package nginxconf
 // terminate TLS and reload the way the renderer's comments promise.
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,12 +22,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -50,7 +47,7 @@ const (
 func TestGoldenConfigsPassNginxT(t *testing.T) {
 	bin := testenv.RequireNginx(t)
 	t.Run("host", func(t *testing.T) {
-		build := nginxBuild(t, bin, "-V")
+		build := testenv.NginxBuild(t, bin, "-V")
 		for _, tc := range goldenCases {
 			if tc.newOnly && strings.Contains(build, "nginx/1.22.") {
 				continue // a config for newer nginx; the controller never sends it to 1.22
@@ -64,7 +61,7 @@ func TestGoldenConfigsPassNginxT(t *testing.T) {
 	t.Run("sid", func(t *testing.T) {
 		image := testenv.NginxImage(t, "sid")
 		run := slices.Concat([]string{"docker", "run", "--rm"}, testenv.LabelArgs())
-		build := nginxBuild(t, slices.Concat(run, []string{image, "sh", "-c", "nginx -V 2>&1"})...)
+		build := testenv.NginxBuild(t, slices.Concat(run, []string{image, "sh", "-c", "nginx -V 2>&1"})...)
 		t.Logf("image %s: %s", image, firstLine(build))
 		for _, tc := range goldenCases {
 			t.Run(tc.name, func(t *testing.T) {
@@ -105,7 +102,7 @@ func goldenPrefix(t *testing.T, golden Config, build string) string {
 
 func TestNginxRoutesByHostOnLoopback(t *testing.T) {
 	bin := testenv.RequireNginx(t)
-	prefix := nginxPrefix(t, nginxBuild(t, bin, "-V"))
+	prefix := nginxPrefix(t, testenv.NginxBuild(t, bin, "-V"))
 	httpPort, httpsPort := freePorts(t)
 	root, api, lb1, lb2 := echoBackend(t, "root"), echoBackend(t, "api"), echoBackend(t, "lb1"), echoBackend(t, "lb2")
 	secure, redirect := certFor(t, prefix, "secure.test"), certFor(t, prefix, "redirect.test")
@@ -223,13 +220,13 @@ func TestNginxRoutesByHostOnLoopback(t *testing.T) {
 
 func TestReloadKeepsServingWithNewConfig(t *testing.T) {
 	bin := testenv.RequireNginx(t)
-	prefix := nginxPrefix(t, nginxBuild(t, bin, "-V"))
+	prefix := nginxPrefix(t, testenv.NginxBuild(t, bin, "-V"))
 	httpPort, httpsPort := freePorts(t)
 	oldSite := Site{Host: "old.test", Locations: []Location{{Path: "/", Backends: []string{echoBackend(t, "old")}}}}
 	newSite := Site{Host: "new.test", Locations: []Location{{Path: "/", Backends: []string{echoBackend(t, "new")}}}}
 	cfg := Config{HTTPListen: "127.0.0.1:" + httpPort, HTTPSListen: "127.0.0.1:" + httpsPort, Webroot: filepath.Join(prefix, "webroot"), Sites: []Site{oldSite}}
 	applyConfig(t, prefix, cfg)
-	master := startNginx(t, bin, prefix, httpPort)
+	startNginx(t, bin, prefix, httpPort)
 	client := newClient(nil)
 	url := "http://127.0.0.1:" + httpPort
 	if status, _, _ := get(t, client, url, "new.test", "/", nil); status != http.StatusServiceUnavailable {
@@ -273,9 +270,7 @@ func TestReloadKeepsServingWithNewConfig(t *testing.T) {
 		t.Errorf("adding a site planned %+v, want to write only %v", plan, want)
 	}
 	nginxT(t, prefix, bin)
-	if err := master.Signal(syscall.SIGHUP); err != nil {
-		t.Fatalf("SIGHUP nginx master: %v", err)
-	}
+	testenv.ReloadNginx(t, prefix)
 	testenv.Eventually(t, nginxStartTimeout, func() error {
 		e, err := fetchEcho(client, url, "new.test", "/", nil)
 		if err == nil && e.Backend != "new" {
@@ -292,40 +287,12 @@ func TestReloadKeepsServingWithNewConfig(t *testing.T) {
 	}
 	t.Logf("old.test answered all %d requests during the reload", oldHits)
 }
-
-// nginxPrefix returns a fresh nginx prefix directory holding nginx.conf (an
-// http{} that includes conf.d/*.conf, as the official image's does), an
-// empty conf.d and a webroot with the ACME token. build is `nginx -V`'s
-// output, which says which temp path directives this nginx knows. Every
-// directory on the way is world-readable: a root master runs its workers as
-// another user, and they must read the webroot.
+// nginxPrefix is a fresh nginx prefix (testenv.NginxPrefix) with the ACME
+// token in its webroot.
 func nginxPrefix(t *testing.T, build string) string {
 	t.Helper()
-	prefix := t.TempDir()
-	for _, d := range []string{filepath.Dir(prefix), prefix} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tempPaths := []string{"client_body", "proxy"}
-	for _, module := range []string{"fastcgi", "uwsgi", "scgi"} {
-		if !strings.Contains(build, "--without-http_"+module+"_module") {
-			tempPaths = append(tempPaths, module)
-		}
-	}
-	var conf strings.Builder
-	fmt.Fprintf(&conf, "worker_processes 1;\npid %s/nginx.pid;\nerror_log stderr notice;\n", prefix)
-	// default_type as in the official image, so the challenge location must set its own.
-	conf.WriteString("events {\n    worker_connections 256;\n}\nhttp {\n    default_type application/octet-stream;\n    access_log off;\n")
-	for _, p := range tempPaths {
-		fmt.Fprintf(&conf, "    %s_temp_path %s/%s_temp;\n", p, prefix, p)
-	}
-	fmt.Fprintf(&conf, "    include %s/conf.d/*.conf;\n}\n", prefix)
-	writeFile(t, filepath.Join(prefix, "nginx.conf"), conf.String(), 0o644)
+	prefix := testenv.NginxPrefix(t, build)
 	writeFile(t, filepath.Join(prefix, "webroot", ".well-known", "acme-challenge", acmeToken), acmeContent, 0o644)
-	if err := os.Mkdir(filepath.Join(prefix, "conf.d"), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	return prefix
 }
 
@@ -353,82 +320,35 @@ func render(t *testing.T, cfg Config) Files {
 	}
 	return files
 }
-
-// nginxT runs `nginx -t` on the prefix; nginx is the command that starts
-// nginx (a host binary, or docker run ... nginx). On rejection it fails with
-// nginx's message and the files it was given.
 func nginxT(t *testing.T, prefix string, nginx ...string) {
 	t.Helper()
-	args := append(slices.Clone(nginx[1:]), "-t", "-e", "stderr", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"))
-	out, err := exec.Command(nginx[0], args...).CombinedOutput()
+	out, err := testenv.NginxT(prefix, nginx...)
 	if err != nil {
 		files, _ := ReadOwned(filepath.Join(prefix, "conf.d"))
-		t.Fatalf("%s: %v\n%s\nrendered files:\n%s", strings.Join(append(nginx[:1:1], args...), " "), err, out, joinFiles(files))
+		t.Fatalf("%v\n%s\nrendered files:\n%s", err, out, joinFiles(files))
 	}
-	if bytes.Contains(out, []byte("[warn]")) {
+	if strings.Contains(out, "[warn]") {
 		t.Logf("nginx -t passed with warnings:\n%s", out)
 	}
-}
-
-// nginxBuild returns the output of a command that prints `nginx -V`.
-func nginxBuild(t *testing.T, command ...string) string {
-	t.Helper()
-	out, err := exec.Command(command[0], command[1:]...).CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("nginx version:")) {
-		t.Fatalf("%s: %v\n%s", strings.Join(command, " "), err, out)
-	}
-	return string(out)
 }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
-
-// startNginx runs nginx in the foreground on the prefix until the test
-// ends, and returns once it serves the ACME token on httpPort.
-func startNginx(t *testing.T, bin, prefix, httpPort string) *os.Process {
+// startNginx runs nginx on the prefix until the test ends and waits until
+// it serves the ACME token.
+func startNginx(t *testing.T, bin, prefix, httpPort string) {
 	t.Helper()
 	nginxT(t, prefix, bin)
-	logPath := filepath.Join(prefix, "nginx.stderr")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(bin, "-e", "stderr", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // workers share the group, so cleanup reaches them
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	log := func() string { b, _ := os.ReadFile(logPath); return string(b) }
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("nginx ignored SIGTERM for 10s; killing it\n%s", log())
-		}
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // any worker the master left behind
-		<-exited
-	})
 	client := newClient(nil)
-	testenv.Eventually(t, nginxStartTimeout, func() error {
-		select {
-		case <-exited:
-			t.Fatalf("nginx exited during startup: %v\n%s", cmd.ProcessState, log())
-		default:
-		}
+	testenv.StartNginx(t, bin, prefix, func() error {
 		status, body, err := fetch(client, "http://127.0.0.1:"+httpPort, "ready.test", acmePath, nil)
 		if err == nil && (status != http.StatusOK || body != acmeContent) {
 			err = fmt.Errorf("GET %s answered %d %q", acmePath, status, body)
 		}
 		return err
 	})
-	return cmd.Process
 }
 
 // echo is what an echo backend saw of a request.

@@ -157,13 +157,18 @@ func serve(s settings, log *logrus.Entry) int {
 func newManager(s settings, log *logrus.Entry, notify func(), probe acme.Prober) (*acme.Manager, error) {
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
-		Issuer:   &acme.LazyIssuer{Config: s.accountConfig()},
+		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
 		Probe:    probe,
 		Notify:   notify,
 		Log:      log.WithField("component", "acme"),
 	})
+}
+
+func withLog(c acme.AccountConfig, log *logrus.Entry) acme.AccountConfig {
+	c.Log = log
+	return c
 }
 
 // tlsFiles adapts the certificate manager's view to the renderer's input.
