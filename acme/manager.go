@@ -129,6 +129,7 @@ func (m *Manager) refresh() bool {
 	if mod := stateModTime(m.opts.StateDir); !mod.Equal(m.stateMod) {
 		if names, err := m.state.load(); err == nil {
 			m.names, m.stateMod = names, mod
+			changed = true // a revocation changes what is served
 		}
 	}
 	return changed
@@ -199,7 +200,7 @@ func (m *Manager) Certs() map[string]Paths {
 	now := time.Now()
 	best := map[string]*certInfo{}
 	for _, ci := range m.certs {
-		if !ci.leaf().NotAfter.After(now) || ci.leaf().NotBefore.After(now) {
+		if !ci.leaf().NotAfter.After(now) || ci.leaf().NotBefore.After(now) || revoked(ci, m.names) {
 			continue
 		}
 		for _, h := range ci.stored.Meta.Domains {

@@ -22,6 +22,7 @@ type CertStatus struct {
 	NotAfter    time.Time
 	NextRenewal time.Time // from the certificate's dates; ARI may move it earlier
 	LastError   string    // the newest error of any of its names
+	Revoked     bool      // revoked with "berth revoke": no longer served
 }
 
 // NameStatus is a name with no certificate but with state (failing or revoked).
@@ -40,7 +41,7 @@ func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	covered := map[string]bool{}
+	covered := map[string]bool{} // names with a certificate, listed with it
 	var certs []CertStatus
 	for _, n := range list {
 		st, err := store.Load(n)
@@ -55,6 +56,7 @@ func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
 			if e := names[d].LastError; e != "" {
 				cs.LastError = d + ": " + e
 			}
+			cs.Revoked = cs.Revoked || names[d].Revoked
 		}
 		certs = append(certs, cs)
 	}
@@ -78,6 +80,11 @@ func sortedNames(m map[string]NameState) []string {
 
 // findCovering returns the stored certificate that serves host.
 func findCovering(store Store, host string) (*Stored, error) {
+	return findCoveringExcept(store, host, nil)
+}
+
+// findCoveringExcept skips certificates with a name in skip (revoked).
+func findCoveringExcept(store Store, host string, skip map[string]NameState) (*Stored, error) {
 	list, err := store.List()
 	if err != nil {
 		return nil, err
@@ -85,7 +92,7 @@ func findCovering(store Store, host string) (*Stored, error) {
 	var best *Stored
 	for _, n := range list {
 		st, err := store.Load(n)
-		if err != nil || !slices.Contains(st.Meta.Domains, host) {
+		if err != nil || !slices.Contains(st.Meta.Domains, host) || slices.ContainsFunc(st.Meta.Domains, func(d string) bool { return skip[d].Revoked }) {
 			continue
 		}
 		if best == nil || st.Leaf.NotAfter.After(best.Leaf.NotAfter) {
@@ -98,20 +105,21 @@ func findCovering(store Store, host string) (*Stored, error) {
 	return best, nil
 }
 
-// RevokeHost revokes the certificate serving host at the CA, stops serving
-// it (the files are removed) and holds its names back from re-issue until
-// "berth renew --force".
+// RevokeHost revokes the certificate serving host at the CA and marks its
+// names revoked: the daemon stops serving it on its next refresh and does
+// not re-issue those names until "berth renew --force". The files stay, so
+// the nginx config that still names them stays valid until then.
 func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string) (*Stored, error) {
-	st, err := findCovering(store, host)
+	sf := stateFile{filepath.Join(stateDir, "names.json")}
+	names, err := sf.load()
+	if err != nil {
+		return nil, err
+	}
+	st, err := findCoveringExcept(store, host, names)
 	if err != nil {
 		return nil, err
 	}
 	if err := issuer.Revoke(ctx, st.ChainPEM); err != nil {
-		return nil, err
-	}
-	sf := stateFile{filepath.Join(stateDir, "names.json")}
-	names, err := sf.load()
-	if err != nil {
 		return nil, err
 	}
 	for _, d := range st.Meta.Domains {
@@ -122,7 +130,7 @@ func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer
 	if err := sf.save(names); err != nil {
 		return nil, err
 	}
-	return st, store.Delete(st.Name)
+	return st, nil
 }
 
 // RenewHost orders a new certificate for the names of the one serving host

@@ -109,7 +109,7 @@ func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]Na
 			continue
 		}
 		ci := certs[name]
-		if ci == nil || !ci.leaf().NotAfter.After(now) {
+		if ci == nil || !ci.leaf().NotAfter.After(now) || revoked(ci, names) {
 			fresh = append(fresh, job{cert: name, names: eligible})
 			continue
 		}
@@ -129,6 +129,17 @@ func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]Na
 // maxSleep makes the manager look at every certificate at least twice a
 // day even when nothing is due.
 const maxSleep = 12 * time.Hour
+
+// revoked reports whether any name of the certificate was revoked with
+// "berth revoke": the certificate itself is then revoked and never served.
+func revoked(ci *certInfo, names map[string]NameState) bool {
+	for _, d := range ci.stored.Meta.Domains {
+		if names[d].Revoked {
+			return true
+		}
+	}
+	return false
+}
 
 func earliest(a, b time.Time) time.Time {
 	if b.Before(a) {

@@ -61,7 +61,7 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "berth: revoke:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "revoked %s (%s); it is no longer served and will not be re-issued until \"berth renew --force %s\"\n",
+		fmt.Fprintf(stdout, "revoked %s (%s); berth stops serving it within 30 s and will not re-issue it until \"berth renew --force %s\"\n",
 			st.Name, strings.Join(st.Meta.Domains, ", "), host)
 		return 0
 	}
@@ -83,6 +83,9 @@ func printCerts(store acme.Store, stateDir string, stdout, stderr io.Writer) int
 	w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "NAME\tHOSTS\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST ERROR")
 	for _, c := range certs {
+		if c.Revoked {
+			c.NextRenewal, c.LastError = time.Time{}, "revoked (berth renew --force HOST to re-issue)"
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.Domains, ","), orDash(c.Issuer),
 			when(c.NotAfter), when(c.NextRenewal), orDash(oneLine(c.LastError)))
 	}
