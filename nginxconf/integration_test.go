@@ -287,6 +287,7 @@ func TestReloadKeepsServingWithNewConfig(t *testing.T) {
 	}
 	t.Logf("old.test answered all %d requests during the reload", oldHits)
 }
+
 // nginxPrefix is a fresh nginx prefix (testenv.NginxPrefix) with the ACME
 // token in its webroot.
 func nginxPrefix(t *testing.T, build string) string {
@@ -336,6 +337,7 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
 // startNginx runs nginx on the prefix until the test ends and waits until
 // it serves the ACME token.
 func startNginx(t *testing.T, bin, prefix, httpPort string) {

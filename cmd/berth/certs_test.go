@@ -46,7 +46,7 @@ func TestCertsListsCertificatesAndFailingNames(t *testing.T) {
 
 func TestRenewAndRevokeNeedOneValidHost(t *testing.T) {
 	cases := map[string][]string{
-		"exactly one HOST": {"renew"},
+		"exactly one HOST":  {"renew"},
 		"exactly one HOST ": {"revoke", "a.test", "b.test"},
 		"bad_host!":         {"renew", "bad_host!"},
 		"BERTH_ACME_CA=off": {"renew", "a.test"},

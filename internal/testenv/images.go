@@ -3,7 +3,6 @@ package testenv
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,15 +49,6 @@ http {
 
     include /etc/nginx/conf.d/*.conf;
 }
-`
-
-// backendDockerfile wraps the static e2e backend. The health check is in
-// exec form because FROM scratch has no shell; containers that should not
-// be health-checked run with --no-healthcheck.
-const backendDockerfile = `FROM scratch
-COPY backend /backend
-HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["/backend", "healthcheck"]
-ENTRYPOINT ["/backend"]
 `
 
 // builderSuite is the Debian suite of the Go builder image's root file system.
@@ -151,7 +141,11 @@ func NginxImage(t testing.TB, suite string) string {
 			if err != nil {
 				return err
 			}
-			return importImage(logf, ref, dir, nginxImageConfig)
+			if err := importImage(logf, ref, dir, nginxImageConfig); err != nil {
+				return err
+			}
+			pruneReplacedPrefix(logf, "berth-test-nginx", suite+"-", ref)
+			return nil
 		})
 	})
 }
@@ -199,7 +193,8 @@ func GoImage(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := "berth-test-go:" + hashOf(imageVersion, "go", version, goroot, rootfsKey(builderSuite))
+	ref := "berth-test-go:" + hashOf(imageVersion, "go", version, goroot, rootfsKey(builderSuite),
+		strings.Join(goRootUnneeded, ","))
 	return memoImage(t, "go", func(logf logFunc) (string, error) {
 		return buildIfMissing(logf, ref, func() error {
 			dir, err := rootfs(logf, builderSuite)
@@ -209,13 +204,26 @@ func GoImage(t testing.TB) string {
 			// GOROOT's members are renamed to usr/local/go; symlink targets
 			// inside it are relative and stay as they are.
 			base := filepath.Base(goroot)
-			return importImage(logf, ref, dir, goImageConfig,
-				"-C", filepath.Dir(goroot),
-				"--transform", "s,^"+regexp.QuoteMeta(base)+",./usr/local/go,S",
-				base)
+			args := []string{"-C", filepath.Dir(goroot),
+				"--transform", "s,^" + regexp.QuoteMeta(base) + ",./usr/local/go,S"}
+			for _, x := range goRootUnneeded {
+				args = append(args, "--exclude="+strings.ReplaceAll(x, "GOROOT", base))
+			}
+			err = importImage(logf, ref, dir, goImageConfig, append(args, base)...)
+			if err != nil {
+				return err
+			}
+			pruneReplaced(logf, "berth-test-go", ref)
+			return nil
 		})
 	})
 }
+
+// goRootUnneeded are the parts of GOROOT that building needs not: tests,
+// test data and docs are more than half of its files, and every build step
+// on an image pays for each file (fuse-overlayfs here: about 6 s a step
+// with the whole GOROOT, under 4 s without these).
+var goRootUnneeded = []string{"GOROOT/test", "GOROOT/api", "GOROOT/doc", "GOROOT/misc", "testdata", "*_test.go"}
 
 // goImageConfig puts Go on PATH and keeps it from trying to download
 // another toolchain: build containers have no network here.
@@ -223,193 +231,24 @@ const goImageConfig = `ENV PATH=/usr/local/go/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ENV GOTOOLCHAIN=local
 `
 
-// BerthImage builds the repository's ./Dockerfile, with GoImage as its
-// GO_IMAGE and the modules vendored into the build context (build
-// containers cannot download), and returns the image reference. The tag is
-// a hash of the files that go into the image: test files, e2e/,
-// internal/testenv/ and .ci/ are left out of the context, so that editing
-// tests does not rebuild berth.
-func BerthImage(t testing.TB) string {
-	t.Helper()
-	builder := GoImage(t)
-	return memoImage(t, "berth", func(logf logFunc) (string, error) {
-		root, err := repoRoot()
-		if err != nil {
-			return "", err
-		}
-		files, err := contextFiles(root)
-		if err != nil {
-			return "", err
-		}
-		// Hash the copy, not the working tree, so that the tag always
-		// names what was built even while someone edits the sources.
-		ctx, err := os.MkdirTemp("", "berth-image-")
-		if err != nil {
-			return "", err
-		}
-		defer os.RemoveAll(ctx)
-		for _, name := range files {
-			if err := copyFile(filepath.Join(root, name), filepath.Join(ctx, name)); err != nil {
-				return "", err
-			}
-		}
-		key, err := hashFiles(ctx, files, imageVersion, builder)
-		if err != nil {
-			return "", err
-		}
-		ref := "berth-test-berth:" + key
-		return buildIfMissing(logf, ref, func() error {
-			if err := buildBerth(logf, ctx, builder, ref); err != nil {
-				return err
-			}
-			pruneReplaced(logf, "berth-test-berth", ref)
-			return nil
-		})
-	})
-}
+// pruneReplaced removes the tags of repo other than keep that no container
+// uses, and the dangling build stages of earlier builds, so that a machine
+// that rebuilds after every edit does not fill its disk.
+func pruneReplaced(logf logFunc, repo, keep string) { pruneReplacedPrefix(logf, repo, "", keep) }
 
-// buildBerth vendors the modules into the build context ctx and builds
-// the Dockerfile there.
-func buildBerth(logf logFunc, ctx, builder, ref string) error {
-	err := run(logf, nil, ctx, []string{"GOFLAGS=-mod=mod", "GOWORK=off"}, goTool(), "mod", "vendor")
-	if err != nil {
-		return err
-	}
-	return run(logf, dockerBuildMilestone, ctx, []string{"DOCKER_BUILDKIT=0"}, "docker", "build",
-		"--force-rm", "--build-arg", "GO_IMAGE="+builder, "--label", imageLabel, "-t", ref, ".")
-}
-
-// contextFiles lists the repository files that go into the berth image's
-// build context: what git tracks or would track, without test-only files.
-func contextFiles(root string) ([]string, error) {
-	var names []string
-	out, err := exec.Command("git", "-C", root, "ls-files", "-z", "-c", "-o", "--exclude-standard").Output()
-	if err == nil {
-		names = strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
-	} else {
-		err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() && (d.Name() == ".git" || d.Name() == "vendor") {
-				return filepath.SkipDir
-			}
-			if !d.IsDir() {
-				rel, _ := filepath.Rel(root, path)
-				names = append(names, filepath.ToSlash(rel))
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	seen := map[string]bool{}
-	var files []string
-	for _, name := range names {
-		if name == "" || seen[name] || testOnly(name) {
-			continue
-		}
-		seen[name] = true
-		fi, err := os.Lstat(filepath.Join(root, name))
-		if errors.Is(err, os.ErrNotExist) {
-			continue // tracked but deleted in the working tree
-		}
-		if err != nil {
-			return nil, err
-		}
-		if fi.Mode().IsRegular() || fi.Mode()&os.ModeSymlink != 0 {
-			files = append(files, name)
-		}
-	}
-	return files, nil
-}
-
-func testOnly(name string) bool {
-	if strings.HasSuffix(name, "_test.go") {
-		return true
-	}
-	for _, dir := range []string{"e2e", "internal/testenv", ".ci", "vendor", ".git"} {
-		if name == dir || strings.HasPrefix(name, dir+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// pruneReplaced removes the other tags of repo that no container uses and
-// the dangling build stages of earlier builds, so that a machine that
-// rebuilds berth after every edit does not fill its disk.
-func pruneReplaced(logf logFunc, repo, keep string) {
+// pruneReplacedPrefix is pruneReplaced for the tags that start with prefix.
+func pruneReplacedPrefix(logf logFunc, repo, prefix, keep string) {
 	out, err := TryDocker("images", "--format", "{{.Repository}}:{{.Tag}}", repo)
 	if err != nil {
 		logf("list old images: %v", err)
 		return
 	}
 	for _, ref := range strings.Fields(out) {
-		if ref != keep {
+		if ref != keep && strings.HasPrefix(ref, repo+":"+prefix) {
 			TryDocker("rmi", ref) // fails while a container uses it; fine
 		}
 	}
 	TryDocker("image", "prune", "-f", "--filter", "label="+imageLabel)
-}
-
-// BackendImage returns the image of the e2e test backend (e2e/backend), a
-// static binary in FROM scratch with an exec-form HEALTHCHECK that fails
-// when the container's HEALTHY is 0.
-func BackendImage(t testing.TB) string {
-	t.Helper()
-	RequireDocker(t)
-	return memoImage(t, "backend", func(logf logFunc) (string, error) {
-		root, err := repoRoot()
-		if err != nil {
-			return "", err
-		}
-		entries, err := os.ReadDir(filepath.Join(root, "e2e", "backend"))
-		if err != nil {
-			return "", err
-		}
-		var files []string
-		for _, e := range entries {
-			if !e.IsDir() {
-				files = append(files, filepath.ToSlash(filepath.Join("e2e", "backend", e.Name())))
-			}
-		}
-		version, err := goEnv("GOVERSION")
-		if err != nil {
-			return "", err
-		}
-		key, err := hashFiles(root, files, imageVersion, version, backendDockerfile)
-		if err != nil {
-			return "", err
-		}
-		ref := "berth-test-backend:" + key
-		return buildIfMissing(logf, ref, func() error {
-			if err := buildBackend(logf, root, ref); err != nil {
-				return err
-			}
-			pruneReplaced(logf, "berth-test-backend", ref)
-			return nil
-		})
-	})
-}
-
-func buildBackend(logf logFunc, root, ref string) error {
-	ctx, err := os.MkdirTemp("", "berth-backend-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(ctx)
-	err = run(logf, nil, root, []string{"CGO_ENABLED=0", "GOOS=linux"}, goTool(),
-		"build", "-trimpath", "-buildvcs=false", "-o", filepath.Join(ctx, "backend"), "./e2e/backend")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(backendDockerfile), 0o644); err != nil {
-		return err
-	}
-	return run(logf, nil, ctx, []string{"DOCKER_BUILDKIT=0"}, "docker", "build",
-		"--force-rm", "--label", imageLabel, "-t", ref, ".")
 }
 
 // cacheDir holds debootstrapped root file systems between runs (about
@@ -469,7 +308,27 @@ func rootfs(logf logFunc, suite string) (string, error) {
 		return "", err
 	}
 	logf("debootstrap %s took %v", suite, time.Since(start).Round(time.Second))
+	removeOtherRootfs(logf, suite, dir)
 	return dir, nil
+}
+
+// removeOtherRootfs deletes the cached root file systems of suite that
+// earlier versions of these helpers made.
+func removeOtherRootfs(logf logFunc, suite, keep string) {
+	entries, err := os.ReadDir(cacheDir())
+	if err != nil {
+		return
+	}
+	old := regexp.MustCompile(`^rootfs-` + regexp.QuoteMeta(suite) + `-[0-9a-f]{12}(\.complete|\.partial)?$`)
+	for _, e := range entries {
+		path := filepath.Join(cacheDir(), e.Name())
+		if !old.MatchString(e.Name()) || strings.HasPrefix(path, keep) {
+			continue
+		}
+		if err := removeTree(path); err != nil {
+			logf("remove old root file system: %v", err)
+		}
+	}
 }
 
 // configureNginx replaces Debian's nginx layout with the official image's.
