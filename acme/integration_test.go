@@ -241,7 +241,9 @@ func TestRestartReusesAccountAndCertificateWithoutANewOrder(t *testing.T) {
 }
 
 func TestShortLivedCertificateIsRenewedAndNamesTheOneItReplaces(t *testing.T) {
-	r := newRig(t, map[string]time.Duration{"short": 8 * time.Second}, nil)
+	// 20 s: renewal starts at half life, and an order takes about 5 s
+	// (lego polls every 5 s) even on a loaded machine.
+	r := newRig(t, map[string]time.Duration{"short": 20 * time.Second}, nil)
 	r.profile = "short"
 	m, _ := r.start(true)
 	m.Want([][]string{{"short.test"}})

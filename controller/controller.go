@@ -97,6 +97,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		case why := <-pokes:
 			c.log.WithField("event", why).Debug("docker event")
+			c.pacer.Event(time.Now())
 			schedule(time.Now().Add(coalesceDelay))
 		case <-resync.C:
 			schedule(time.Now())

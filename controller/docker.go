@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
@@ -33,6 +34,9 @@ type Engine interface {
 // DockerEngine implements Engine with the Docker Engine API.
 type DockerEngine struct {
 	cli *client.Client
+
+	mu      sync.Mutex
+	exposed map[string][]int // container ID → exposed TCP ports (immutable per container)
 }
 
 // NewDockerEngine connects using the standard DOCKER_* environment. API
@@ -43,25 +47,77 @@ func NewDockerEngine() (*DockerEngine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &DockerEngine{cli: cli}, nil
+	return &DockerEngine{cli: cli, exposed: map[string][]int{}}, nil
 }
 
 // Close releases the client's connections.
 func (d *DockerEngine) Close() error { return d.cli.Close() }
 
-// List uses one list call per pass: it carries labels, networks with
-// addresses, exposed ports and the health suffix of the status, so every
-// pass sees the current state and no cache can go stale.
+// List makes one list call per pass, which carries the state that changes
+// (labels, networks with addresses, the health suffix of the status), so no
+// cache of it can go stale. Exposed ports come from inspect, once per
+// container: they never change, and the list's ports vanish when the
+// container has no network.
 func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	list, err := d.cli.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	out := make([]Container, 0, len(list))
+	seen := make(map[string]bool, len(list))
 	for _, s := range list {
-		out = append(out, projectSummary(s))
+		c := projectSummary(s)
+		seen[c.ID] = true
+		if c.Labels[LabelHost] != "" {
+			ports, err := d.exposedPorts(ctx, c.ID)
+			if client.IsErrNotFound(err) {
+				continue // removed since the list: it is gone, not unknown
+			}
+			if err != nil {
+				return nil, err
+			}
+			c.Exposed = ports
+		}
+		out = append(out, c)
 	}
+	d.forget(seen)
 	return out, nil
+}
+
+func (d *DockerEngine) exposedPorts(ctx context.Context, id string) ([]int, error) {
+	d.mu.Lock()
+	ports, ok := d.exposed[id]
+	d.mu.Unlock()
+	if ok {
+		return ports, nil
+	}
+	insp, err := d.cli.ContainerInspect(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	}
+	if insp.Config != nil {
+		for p := range insp.Config.ExposedPorts {
+			if p.Proto() == "tcp" {
+				ports = append(ports, p.Int())
+			}
+		}
+	}
+	slices.Sort(ports)
+	d.mu.Lock()
+	d.exposed[id] = ports
+	d.mu.Unlock()
+	return ports, nil
+}
+
+// forget drops cached inspect results of containers that are gone.
+func (d *DockerEngine) forget(seen map[string]bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id := range d.exposed {
+		if !seen[id] {
+			delete(d.exposed, id)
+		}
+	}
 }
 
 func projectSummary(s container.Summary) Container {

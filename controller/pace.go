@@ -9,13 +9,20 @@ const (
 	// coalesceDelay merges the events Docker sends for one action (e.g.
 	// network connect + start) into one pass without adding visible latency.
 	coalesceDelay = 20 * time.Millisecond
-	// reloadBaseGap and reloadMaxGap bound the pacing of reloads. A change
-	// that arrives after the current gap has passed reloads at once, so
-	// services deployed a few seconds apart are each live in well under a
-	// second. Only when a change had to wait (a burst) does the gap double:
-	// 2, 4, 8, 10 s, so 100 containers started together (about 17 s of
-	// events here) cost five reloads instead of a hundred, and the last
-	// container waits at most reloadMaxGap.
+	// minGap keeps even unrelated single changes a second apart, so nginx
+	// never has several generations of workers draining at once.
+	minGap = time.Second
+	// burstWindow and burstEvents define a burst: more than burstEvents
+	// Docker events within burstWindow. One deploy, restart or removal
+	// sends two or three; 100 containers started together send about a
+	// dozen a second for as long as the burst lasts.
+	burstWindow = 3 * time.Second
+	burstEvents = 8
+	// reloadBaseGap and reloadMaxGap pace reloads during a burst: each
+	// reload that had to wait doubles the gap (2, 4, 8, 10 s), so 100
+	// containers started together (about 17 s of events here) cost five
+	// reloads instead of a hundred, and the last one waits at most
+	// reloadMaxGap. Once the burst is over the gap falls back to minGap.
 	reloadBaseGap = 2 * time.Second
 	reloadMaxGap  = 10 * time.Second
 )
@@ -23,8 +30,9 @@ const (
 // reloadPacer decides how long a wanted reload must wait. It holds only its
 // own history; the clock is always passed in.
 type reloadPacer struct {
-	last  time.Time // last reload
-	level int       // 0: never reloaded; n: the gap is gap(n)
+	last   time.Time   // last reload
+	level  int         // reloads held in the current burst; the gap is gap(level+1)
+	events []time.Time // Docker events within burstWindow
 }
 
 func gap(level int) time.Duration {
@@ -35,27 +43,44 @@ func gap(level int) time.Duration {
 	return min(g, reloadMaxGap)
 }
 
-// Wait returns how long a reload wanted at now must be held.
-func (p *reloadPacer) Wait(now time.Time) time.Duration {
-	if p.level == 0 {
-		return 0
-	}
-	return max(p.last.Add(gap(p.level)).Sub(now), 0)
+// Event notes a Docker event at now.
+func (p *reloadPacer) Event(now time.Time) {
+	p.prune(now)
+	p.events = append(p.events, now)
 }
 
-// Record notes a reload at now; waited says whether it had been held by
-// Wait. Held reloads mean a burst and raise the gap; a reload long after
-// the previous one means the burst is over and resets it.
+func (p *reloadPacer) prune(now time.Time) {
+	i := 0
+	for i < len(p.events) && now.Sub(p.events[i]) > burstWindow {
+		i++
+	}
+	p.events = p.events[i:]
+}
+
+func (p *reloadPacer) busy(now time.Time) bool {
+	p.prune(now)
+	return len(p.events) > burstEvents
+}
+
+// Wait returns how long a reload wanted at now must be held.
+func (p *reloadPacer) Wait(now time.Time) time.Duration {
+	if p.last.IsZero() {
+		return 0
+	}
+	g := minGap
+	if p.busy(now) {
+		g = gap(p.level + 1)
+	} else {
+		p.level = 0
+	}
+	return max(p.last.Add(g).Sub(now), 0)
+}
+
+// Record notes a reload at now; waited says whether Wait had held it.
+// Held reloads during a burst raise the gap.
 func (p *reloadPacer) Record(now time.Time, waited bool) {
-	switch {
-	case p.level == 0:
-		p.level = 1
-	case waited:
-		if gap(p.level) < reloadMaxGap {
-			p.level++
-		}
-	case now.Sub(p.last) >= 2*gap(p.level):
-		p.level = 1
+	if waited && p.busy(now) && gap(p.level+1) < reloadMaxGap {
+		p.level++
 	}
 	p.last = now
 }

@@ -164,11 +164,14 @@ func TestReloadsArePacedInABurst(t *testing.T) {
 	c, eng := newTestController(t)
 	start := time.Now()
 	for i := range 10 {
+		now := start.Add(time.Duration(i) * 100 * time.Millisecond)
+		c.pacer.Event(now)
+		c.pacer.Event(now)
 		eng.containers = append(eng.containers, svc("s"+string(rune('a'+i)), 10+i, map[string]string{"proxy.host": string(rune('a'+i)) + ".test"}, 80))
-		c.reconcile(context.Background(), start.Add(time.Duration(i)*100*time.Millisecond))
+		c.reconcile(context.Background(), now)
 	}
-	if eng.signals > 2 {
-		t.Fatalf("%d reloads for 10 changes within one second, want at most 2", eng.signals)
+	if eng.signals > 1 {
+		t.Fatalf("%d reloads for 10 changes within one second of a burst, want 1", eng.signals)
 	}
 }
 
@@ -180,31 +183,40 @@ func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 		t.Fatal("the first reload must not wait")
 	}
 	p.Record(t0, false)
-	if w := p.Wait(at(3)); w != 0 {
-		t.Fatalf("a change 3 s after a lone reload waits %v; spaced deploys must be immediate", w)
-	}
-	// A burst: every reload is held, and the gaps grow 2, 4, 8, 10, 10 s.
-	reloads := []float64{0}
-	now := 0.1
-	for len(reloads) < 6 {
-		w := p.Wait(at(now)).Seconds()
-		now += w
-		p.Record(at(now), w > 0)
-		reloads = append(reloads, now)
-		now += 0.1
-	}
-	want := []float64{0, 2, 6, 14, 24, 34}
-	for i := range want {
-		if d := reloads[i] - want[i]; d < -0.01 || d > 0.01 {
-			t.Fatalf("burst reloads at %v, want %v", reloads, want)
+	// Single changes a second apart (deploy, remove, disconnect) each
+	// cost a few events and reload at once.
+	for i := 1; i <= 5; i++ {
+		now := at(float64(i))
+		p.Event(now)
+		if w := p.Wait(now); w != 0 {
+			t.Fatalf("single change %d waits %v", i, w)
 		}
+		p.Record(now, false)
 	}
-	// After a quiet spell the next change is immediate again, and so is one after that.
-	if w := p.Wait(at(100)); w != 0 {
-		t.Fatalf("after a quiet spell the wait is %v", w)
+	// A burst: 12.5 events a second for 17 s (100 containers started
+	// together); a reload is wanted whenever an event came after the last one.
+	var reloads []time.Time
+	lastEvent, lastReload, held := time.Time{}, at(5), false
+	for ms := 10_000; ms < 45_000; ms += 10 {
+		now := t0.Add(time.Duration(ms) * time.Millisecond)
+		if ms < 27_000 && ms%80 == 0 {
+			p.Event(now)
+			lastEvent = now
+		}
+		if !lastEvent.After(lastReload) {
+			continue
+		}
+		if p.Wait(now) > 0 {
+			held = true
+			continue
+		}
+		p.Record(now, held)
+		reloads, lastReload, held = append(reloads, now), now, false
 	}
-	p.Record(at(100), false)
-	if p.level != 1 {
-		t.Fatalf("level %d after a quiet spell, want 1", p.level)
+	if len(reloads) > 5 {
+		t.Fatalf("a burst of 17 s cost %d reloads at %v, want at most 5", len(reloads), reloads)
+	}
+	if end := reloads[len(reloads)-1].Sub(t0); end < 27*time.Second || end > 27*time.Second+reloadMaxGap {
+		t.Fatalf("the last change of the burst was applied at %v", end)
 	}
 }
