@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"testing"
 	"time"
@@ -68,22 +69,48 @@ func TestCertificateIsIssuedServedAndKeptAcrossRestart(t *testing.T) {
 		t.Errorf("TLS handshake for an unknown SNI succeeded, want it rejected")
 	}
 
-	// A restart must neither order again nor replace the certificate.
-	orders := ca.Orders(t)
-	restarted := time.Now()
-	testenv.Docker(t, "restart", s.berth)
-	testenv.Eventually(t, converge, func() error { return s.loggedSince(restarted) })
-	consistently(t, 3*time.Second, func() error {
-		if n := ca.Orders(t); n != orders {
-			return fmt.Errorf("Pebble has %d orders after berth restarted, had %d", n, orders)
+	// Restarting berth, nginx or the service must neither order again nor
+	// replace the certificate.
+	web := "berth-e2e-" + s.id + "-web"
+	for _, who := range []string{s.berth, s.nginx, web} {
+		orders := ca.Orders(t)
+		restarted := time.Now()
+		testenv.Docker(t, "restart", who)
+		if who == s.nginx {
+			s.refreshPort()
 		}
-		_, cs, err := s.getTLS("secure.test", "/", roots)
-		if err != nil {
+		testenv.Eventually(t, converge, func() error {
+			if who == s.berth {
+				return s.loggedSince(restarted)
+			}
+			_, err := s.servedTLS("secure.test", "web", roots)
 			return err
-		}
-		if got := cs.PeerCertificates[0]; !got.Equal(leaf) {
-			return fmt.Errorf("certificate changed: serial %s, was %s", got.SerialNumber, leaf.SerialNumber)
-		}
-		return nil
-	})
+		})
+		consistently(t, 3*time.Second, func() error {
+			if n := ca.Orders(t); n != orders {
+				return fmt.Errorf("Pebble has %d orders after %s restarted, had %d", n, who, orders)
+			}
+			cs, err := s.servedTLS("secure.test", "web", roots)
+			if err != nil {
+				return err
+			}
+			if got := cs.PeerCertificates[0]; !got.Equal(leaf) {
+				return fmt.Errorf("after %s restarted the certificate changed: serial %s, was %s", who, got.SerialNumber, leaf.SerialNumber)
+			}
+			return nil
+		})
+	}
+}
+
+// servedTLS is nil-error when https://host/ answers 200 from backend name
+// with a chain that verifies against roots.
+func (s *stack) servedTLS(host, name string, roots *x509.CertPool) (*tls.ConnectionState, error) {
+	r, cs, err := s.getTLS(host, "/", roots)
+	if err != nil {
+		return nil, err
+	}
+	if r.status != 200 || r.backend() != name {
+		return nil, fmt.Errorf("GET https://%s/ = %v, want 200 from %s", host, r, name)
+	}
+	return cs, nil
 }
