@@ -7,6 +7,7 @@ package acme_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -43,6 +44,11 @@ type rig struct {
 }
 
 func newRig(t *testing.T, profiles map[string]time.Duration, extraConf func(httpAddr string) string) *rig {
+	return newRigWith(t, testenv.PebbleOptions{Profiles: profiles}, extraConf)
+}
+
+// newRigWith is newRig with Pebble options (HTTPPort is set here).
+func newRigWith(t *testing.T, popts testenv.PebbleOptions, extraConf func(httpAddr string) string) *rig {
 	bin := testenv.RequireNginx(t)
 	r := &rig{t: t, stored: make(chan struct{}, 16), profile: "default"}
 	r.prefix = testenv.NginxPrefix(t, testenv.NginxBuild(t, bin, "-V"))
@@ -76,10 +82,11 @@ func newRig(t *testing.T, profiles map[string]time.Duration, extraConf func(http
 		return err
 	})
 	os.Remove(probeFile)
-	if profiles == nil {
-		profiles = map[string]time.Duration{"default": 90 * 24 * time.Hour}
+	if popts.Profiles == nil {
+		popts.Profiles = map[string]time.Duration{"default": 90 * 24 * time.Hour}
 	}
-	r.pebble = testenv.StartPebble(t, testenv.PebbleOptions{HTTPPort: port, Profiles: profiles})
+	popts.HTTPPort = port
+	r.pebble = testenv.StartPebble(t, popts)
 	r.directory = r.pebble.DirectoryURL
 	roots, err := acme.ParseRoots(r.pebble.RootsFile)
 	if err != nil {
@@ -425,4 +432,53 @@ func nextCert(rest []byte) (*x509.Certificate, []byte, bool) {
 		}
 		rest = more
 	}
+}
+
+func TestAnAccountTheCAForgotIsRegisteredAgain(t *testing.T) {
+	r := newRig(t, nil, nil)
+	if _, err := acme.RenewHost(context.Background(), acme.Store{Dir: r.certs}, r.state, r.issuer(), "a.test", true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	accounts, _ := filepath.Glob(filepath.Join(r.state, "accounts", "*", "account.json"))
+	raw, _ := os.ReadFile(accounts[0])
+	var acc struct {
+		Registration struct {
+			URI string `json:"uri"`
+		} `json:"registration"`
+	}
+	if err := json.Unmarshal(raw, &acc); err != nil || acc.Registration.URI == "" {
+		t.Fatalf("account.json %s: %v", raw, err)
+	}
+	// Point the stored registration at an account the CA never had, as
+	// after a CA reset.
+	forgotten := strings.Replace(string(raw), acc.Registration.URI, acc.Registration.URI+"0000", 1)
+	if err := os.WriteFile(accounts[0], []byte(forgotten), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(filepath.Dir(accounts[0]), "key.pem")); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("account key mode %v, want 0600", fi.Mode().Perm())
+	}
+	if _, err := acme.RenewHost(context.Background(), acme.Store{Dir: r.certs}, r.state, r.issuer(), "a.test", true, time.Now()); err != nil {
+		t.Fatalf("with a forgotten account: %v", err)
+	}
+	now, _ := os.ReadFile(accounts[0])
+	if strings.Contains(string(now), acc.Registration.URI+"0000") {
+		t.Fatal("the forgotten account was not replaced by a new registration")
+	}
+}
+
+func TestExternalAccountBinding(t *testing.T) {
+	const kid, hmac = "berth-kid", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	r := newRigWith(t, testenv.PebbleOptions{EABKeys: map[string]string{kid: hmac}}, nil)
+	withoutEAB := r.issuer()
+	if _, err := acme.RenewHost(context.Background(), acme.Store{Dir: r.certs}, r.state, withoutEAB, "eab.test", true, time.Now()); err == nil || !strings.Contains(err.Error(), "registration") {
+		t.Fatalf("a CA that requires EAB accepted an account without it: %v", err)
+	}
+	withEAB := r.issuer()
+	withEAB.Config.EABKID, withEAB.Config.EABHMAC = kid, hmac
+	st, err := acme.RenewHost(context.Background(), acme.Store{Dir: r.certs}, r.state, withEAB, "eab.test", true, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.verify(st, "eab.test")
 }

@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"crypto/x509"
 	"slices"
 	"testing"
 	"time"
@@ -63,5 +64,29 @@ func TestGroupsMergeOverlappingHostLists(t *testing.T) {
 	want := [][]string{{"a.test", "b.test", "c.test"}, {"x.test"}}
 	if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
 		t.Fatalf("Groups = %v, want %v", got, want)
+	}
+}
+
+func TestPlanPutsNewCertificatesBeforeRenewalsAndSkipsBackedOffNames(t *testing.T) {
+	now := t0
+	stored := func(name string, renewAt time.Time) *certInfo {
+		return &certInfo{stored: &Stored{Name: name, Meta: Meta{Domains: []string{name}},
+			Leaf: &x509.Certificate{NotBefore: now.Add(-80 * 24 * time.Hour), NotAfter: now.Add(10 * 24 * time.Hour)}}, renewAt: renewAt}
+	}
+	certs := map[string]*certInfo{
+		"due.test":   stored("due.test", now.Add(-time.Hour)),
+		"later.test": stored("later.test", now.Add(48*time.Hour)),
+	}
+	names := map[string]NameState{"wait.test": {NextAttempt: now.Add(time.Hour)}}
+	groups := [][]string{{"due.test"}, {"later.test"}, {"new.test"}, {"wait.test"}}
+	jobs, next := planJobs(groups, certs, names, map[string]bool{}, now)
+	if len(jobs) != 2 || jobs[0].cert != "new.test" || jobs[0].renewal || jobs[1].cert != "due.test" || !jobs[1].renewal {
+		t.Fatalf("jobs %+v, want new.test then the renewal of due.test", jobs)
+	}
+	if !next.Equal(now.Add(time.Hour)) {
+		t.Fatalf("next look at %v, want when wait.test's backoff ends", next)
+	}
+	if jobs, _ := planJobs(groups, certs, names, map[string]bool{"new.test": true}, now); len(jobs) != 1 {
+		t.Fatalf("a running order was planned again: %+v", jobs)
 	}
 }

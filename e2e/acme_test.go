@@ -19,9 +19,11 @@ const certDeadline = 60 * time.Second
 // certificate.
 const pebbleRoots = "/etc/berth-test/pebble-roots.pem"
 
-func TestCertificateIsIssuedServedAndKeptAcrossRestart(t *testing.T) {
+// newPebbleStack starts Pebble and challtestsrv as containers on a stack
+// whose berth uses them as its CA. newStack is newStackWith or a variant.
+func newPebbleStack[T testing.TB](t T, newStack func(T, stackOptions) *stack) (*stack, *testenv.PebbleInContainers) {
 	var ca *testenv.PebbleInContainers
-	s := newStackWith(t, stackOptions{berth: func(s *stack) []string {
+	s := newStack(t, stackOptions{berth: func(s *stack) []string {
 		// Pebble's DNS answers every name with nginx's address, so its VA
 		// fetches the HTTP-01 token through nginx like Let's Encrypt would.
 		ca = testenv.PebbleContainers(t, s.network, s.ip(s.nginx), testenv.PebbleOptions{})
@@ -30,6 +32,11 @@ func TestCertificateIsIssuedServedAndKeptAcrossRestart(t *testing.T) {
 			"-e", "BERTH_ACME_CA=" + ca.DirectoryURL,
 			"-e", "BERTH_ACME_CA_ROOTS=" + pebbleRoots}
 	}})
+	return s, ca
+}
+
+func TestCertificateIsIssuedServedAndKeptAcrossRestart(t *testing.T) {
+	s, ca := newPebbleStack(t, func(t *testing.T, o stackOptions) *stack { return newStackWith(t, o) })
 	roots := ca.IssuerRoots(t)
 	s.run(backend{name: "web", labels: []string{"proxy.host=secure.test", "proxy.acme=on"}})
 
