@@ -10,76 +10,56 @@ const (
 	// network connect + start) into one pass without adding visible latency.
 	coalesceDelay = 20 * time.Millisecond
 	// minGap keeps even unrelated single changes a second apart, so nginx
-	// never has several generations of workers draining at once.
+	// never has several generations of workers draining at once. Changes
+	// further apart than this reload at once.
 	minGap = time.Second
-	// burstWindow and burstEvents define a burst: more than burstEvents
-	// Docker events within burstWindow. One deploy, restart or removal
-	// sends two or three; 100 containers started together send about a
-	// dozen a second for as long as the burst lasts.
-	burstWindow = 3 * time.Second
-	burstEvents = 8
-	// reloadBaseGap and reloadMaxGap pace reloads during a burst: each
-	// reload that had to wait doubles the gap (2, 4, 8, 10 s), so 100
-	// containers started together (about 17 s of events here) cost five
-	// reloads instead of a hundred, and the last one waits at most
-	// reloadMaxGap. Once the burst is over the gap falls back to minGap.
-	reloadBaseGap = 2 * time.Second
-	reloadMaxGap  = 10 * time.Second
+	// quietAfter: a burst is over once Docker has sent no event for this
+	// long; the change still held is then applied at once.
+	quietAfter = 3 * time.Second
 )
+
+// burstGaps pace reloads while a burst goes on: each reload that had to
+// wait moves to the next gap. 100 containers started together (about 19 s
+// of events here) reload at 0, 1, 4, 10 s and once more when the burst is
+// over: five reloads instead of a hundred, and no change waits more than
+// the last gap.
+var burstGaps = []time.Duration{minGap, 3 * time.Second, 6 * time.Second, 12 * time.Second}
 
 // reloadPacer decides how long a wanted reload must wait. It holds only its
 // own history; the clock is always passed in.
 type reloadPacer struct {
-	last   time.Time   // last reload
-	level  int         // reloads held in the current burst; the gap is gap(level+1)
-	events []time.Time // Docker events within burstWindow
-}
-
-func gap(level int) time.Duration {
-	g := reloadBaseGap
-	for i := 1; i < level && g < reloadMaxGap; i++ {
-		g *= 2
-	}
-	return min(g, reloadMaxGap)
+	last      time.Time // last reload
+	lastEvent time.Time // last Docker event
+	level     int       // index into burstGaps
 }
 
 // Event notes a Docker event at now.
-func (p *reloadPacer) Event(now time.Time) {
-	p.prune(now)
-	p.events = append(p.events, now)
-}
+func (p *reloadPacer) Event(now time.Time) { p.lastEvent = now }
 
-func (p *reloadPacer) prune(now time.Time) {
-	i := 0
-	for i < len(p.events) && now.Sub(p.events[i]) > burstWindow {
-		i++
-	}
-	p.events = p.events[i:]
-}
-
-func (p *reloadPacer) busy(now time.Time) bool {
-	p.prune(now)
-	return len(p.events) > burstEvents
-}
-
-// Wait returns how long a reload wanted at now must be held.
+// Wait returns how long a reload wanted at now must be held: until the
+// current gap since the last reload has passed or the burst has gone
+// quiet, whichever comes first (but never under minGap).
 func (p *reloadPacer) Wait(now time.Time) time.Duration {
 	if p.last.IsZero() {
 		return 0
 	}
-	g := minGap
-	if p.busy(now) {
-		g = gap(p.level + 1)
-	} else {
+	if now.Sub(p.lastEvent) >= quietAfter {
 		p.level = 0
 	}
-	return max(p.last.Add(g).Sub(now), 0)
+	at := p.last.Add(burstGaps[p.level])
+	if quiet := p.lastEvent.Add(quietAfter); quiet.Before(at) {
+		at = quiet
+	}
+	if floor := p.last.Add(minGap); at.Before(floor) {
+		at = floor
+	}
+	return max(at.Sub(now), 0)
 }
 
 // Record notes a reload at now; waited says whether Wait had held it.
-// Held reloads during a burst raise the gap.
+// A held reload means a burst: the next gap is longer.
 func (p *reloadPacer) Record(now time.Time, waited bool) {
-	if waited && p.busy(now) && gap(p.level+1) < reloadMaxGap {
+	if waited && p.level < len(burstGaps)-1 && now.Sub(p.lastEvent) < quietAfter {
 		p.level++
 	}
 	p.last = now

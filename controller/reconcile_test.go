@@ -183,23 +183,23 @@ func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 		t.Fatal("the first reload must not wait")
 	}
 	p.Record(t0, false)
-	// Single changes a second apart (deploy, remove, disconnect) each
-	// cost a few events and reload at once.
+	// Single changes a few seconds apart (deploy, remove, disconnect) each
+	// reload at once.
 	for i := 1; i <= 5; i++ {
-		now := at(float64(i))
+		now := at(float64(2 * i))
 		p.Event(now)
 		if w := p.Wait(now); w != 0 {
 			t.Fatalf("single change %d waits %v", i, w)
 		}
 		p.Record(now, false)
 	}
-	// A burst: 12.5 events a second for 17 s (100 containers started
-	// together); a reload is wanted whenever an event came after the last one.
+	// A burst: 10 events a second for 19 s (100 containers started
+	// together); a reload is wanted whenever an event came after the last.
 	var reloads []time.Time
-	lastEvent, lastReload, held := time.Time{}, at(5), false
-	for ms := 10_000; ms < 45_000; ms += 10 {
+	lastEvent, lastReload, held := time.Time{}, at(10), false
+	for ms := 20_000; ms < 60_000; ms += 10 {
 		now := t0.Add(time.Duration(ms) * time.Millisecond)
-		if ms < 27_000 && ms%80 == 0 {
+		if ms < 39_000 && ms%100 == 0 {
 			p.Event(now)
 			lastEvent = now
 		}
@@ -214,9 +214,15 @@ func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 		reloads, lastReload, held = append(reloads, now), now, false
 	}
 	if len(reloads) > 5 {
-		t.Fatalf("a burst of 17 s cost %d reloads at %v, want at most 5", len(reloads), reloads)
+		t.Fatalf("a burst of 19 s cost %d reloads at %v, want at most 5", len(reloads), reloads)
 	}
-	if end := reloads[len(reloads)-1].Sub(t0); end < 27*time.Second || end > 27*time.Second+reloadMaxGap {
-		t.Fatalf("the last change of the burst was applied at %v", end)
+	// The last change is applied once the burst is quiet, not a full gap later.
+	if end := reloads[len(reloads)-1].Sub(at(39)); end < quietAfter-100*time.Millisecond || end > quietAfter+100*time.Millisecond {
+		t.Fatalf("the last change of the burst was applied %v after the last event, want %v", end, quietAfter)
+	}
+	// After the burst a single change reloads at once again.
+	p.Event(at(70))
+	if w := p.Wait(at(70)); w != 0 {
+		t.Fatalf("after the burst a single change waits %v", w)
 	}
 }
