@@ -56,10 +56,10 @@ func newRigWith(t *testing.T, popts testenv.PebbleOptions, extraConf func(httpAd
 	if err := os.MkdirAll(filepath.Join(r.webroot, ".well-known", "acme-challenge"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	r.httpAddr = net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	files, errs := nginxconf.Render(nginxconf.Config{Webroot: r.webroot, HTTPListen: r.httpAddr,
-		HTTPSListen: net.JoinHostPort("127.0.0.1", fmt.Sprint(freePort(t)))})
+		HTTPSListen: net.JoinHostPort("127.0.0.1", fmt.Sprint(testenv.FreePort(t)))})
 	if len(errs) > 0 {
 		t.Fatal(errs)
 	}
@@ -95,15 +95,6 @@ func newRigWith(t *testing.T, popts testenv.PebbleOptions, extraConf func(httpAd
 	r.roots = roots
 	r.certs, r.state = t.TempDir(), t.TempDir()
 	return r
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // probe is the self-check berth's controller does, aimed at loopback nginx.

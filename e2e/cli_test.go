@@ -3,12 +3,12 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -57,8 +57,8 @@ func TestComposeQuickStart(t *testing.T) {
 		"NGINX_IMAGE="+testenv.NginxImage(t, "bookworm"),
 		"BERTH_IMAGE="+testenv.BerthImage(t),
 		"WHOAMI_IMAGE="+testenv.BackendImage(t),
-		"HTTP_PORT=127.0.0.1:"+freePort(t),
-		"HTTPS_PORT=127.0.0.1:"+freePort(t),
+		"HTTP_PORT=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
+		"HTTPS_PORT=127.0.0.1:"+strconv.Itoa(testenv.FreePort(t)),
 	)
 	httpPort := strings.TrimPrefix(env[len(env)-2], "HTTP_PORT=127.0.0.1:")
 	project := "berth-e2e-compose-" + randomID()
@@ -116,14 +116,4 @@ func composeCommand(t *testing.T) []string {
 	}
 	t.Skip("neither docker compose nor docker-compose is installed")
 	return nil
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }

@@ -351,6 +351,13 @@ func (s *stack) teardown() {
 		}
 	}
 	remove([]string{"rm", "-f", "-v"}, containers)
+	// Anything else still attached (a container whose docker run failed
+	// half-way, say) would keep the network alive.
+	for _, n := range networks {
+		if ids, err := testenv.TryDocker("ps", "-aq", "--filter", "network="+n); err == nil && ids != "" {
+			remove([]string{"rm", "-f", "-v"}, strings.Fields(ids))
+		}
+	}
 	remove([]string{"network", "rm"}, networks)
 	remove([]string{"volume", "rm", "-f"}, volumes)
 }

@@ -128,3 +128,13 @@ func ReloadNginx(t testing.TB, prefix string) {
 		t.Fatal(err)
 	}
 }
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ports, err := freeLoopbackPorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ports[0]
+}
