@@ -48,7 +48,18 @@ type Options struct {
 	Notify      func() // called after a certificate is stored
 	Log         *logrus.Entry
 	Concurrency int // parallel orders; default 3
+	// UnusedGrace is how long a certificate no site uses is kept before it
+	// is removed; default DefaultUnusedGrace.
+	UnusedGrace time.Duration
 }
+
+// DefaultUnusedGrace keeps a certificate for a month after its last use, so
+// a service that is down for maintenance, or moved for a while, comes back
+// with its certificate instead of a new order.
+const DefaultUnusedGrace = 30 * 24 * time.Hour
+
+// servedResolution bounds how often last-use times are persisted.
+const servedResolution = time.Hour
 
 // Manager obtains and renews certificates for the wanted host sets.
 type Manager struct {
@@ -62,7 +73,8 @@ type Manager struct {
 	names    map[string]NameState
 	running  map[string]bool
 	reported map[string]bool
-	stateMod time.Time // names.json as last read, to notice "berth renew/revoke"
+	served   map[string]bool // hosts with a site now
+	stateMod time.Time       // names.json as last read, to notice "berth renew/revoke"
 }
 
 // refreshInterval is how often the manager rereads the certificate store
@@ -76,8 +88,12 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 3
 	}
+	if opts.UnusedGrace <= 0 {
+		opts.UnusedGrace = DefaultUnusedGrace
+	}
 	m := &Manager{opts: opts, state: stateFile{filepath.Join(opts.StateDir, "names.json")},
-		wake: make(chan struct{}, 1), certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}}
+		wake: make(chan struct{}, 1), certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{},
+		served: map[string]bool{}}
 	var err error
 	if m.names, err = m.state.load(); err != nil {
 		return nil, err
@@ -136,7 +152,7 @@ func (m *Manager) refresh() bool {
 }
 
 func newCertInfo(st *Stored, version string) *certInfo {
-	ci := &certInfo{stored: st, version: version, jitter: randFloat()}
+	ci := &certInfo{stored: st, version: version, jitter: randFloat(), loaded: time.Now()}
 	ci.renewAt = RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, ci.jitter)
 	return ci
 }
@@ -149,9 +165,12 @@ func randFloat() float64 {
 	return float64(n.Int64()) / (1 << 30)
 }
 
-// Want replaces the set of wanted host lists. It never blocks on the CA.
+// Want replaces the set of wanted host lists, and says which hosts have a
+// site now (served, whether or not they want a certificate), so unused
+// certificates can be told from used ones. It never blocks on the CA.
 // Names no public CA can issue are dropped with one log line each.
-func (m *Manager) Want(sets [][]string) {
+func (m *Manager) Want(sets [][]string, served []string) {
+	m.markServed(served)
 	var clean [][]string
 	for _, set := range sets {
 		var ok []string
@@ -174,6 +193,61 @@ func (m *Manager) Want(sets [][]string) {
 	if changed {
 		m.poke()
 	}
+}
+
+// markServed remembers the hosts with a site, persisting last-use times
+// at most once per servedResolution.
+func (m *Manager) markServed(hosts []string) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.served = make(map[string]bool, len(hosts))
+	dirty := false
+	for _, h := range hosts {
+		m.served[h] = true
+		if st := m.names[h]; now.Sub(st.LastServed) >= servedResolution {
+			st.LastServed = now.Truncate(servedResolution)
+			m.names[h] = st
+			dirty = true
+		}
+	}
+	if dirty {
+		if err := m.state.save(m.names); err != nil {
+			m.opts.Log.WithError(err).Error("cannot persist name state")
+		}
+		m.stateMod = stateModTime(m.opts.StateDir)
+	}
+}
+
+// cleanUnused removes certificates that no site has used for UnusedGrace.
+// A certificate berth has never seen in use counts from when it was
+// loaded, so a restored backup is not removed at once. It reports whether
+// anything was removed.
+func (m *Manager) cleanUnused(now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	removed := false
+	for name, ci := range m.certs {
+		last, inUse := ci.loaded, false
+		for _, d := range ci.stored.Meta.Domains {
+			inUse = inUse || m.served[d]
+			if t := m.names[d].LastServed; t.After(last) {
+				last = t
+			}
+		}
+		if inUse || m.running[name] || now.Sub(last) < m.opts.UnusedGrace {
+			continue
+		}
+		if err := m.opts.Store.Delete(name); err != nil {
+			m.opts.Log.WithError(err).WithField("cert", name).Error("cannot remove unused certificate")
+			continue
+		}
+		delete(m.certs, name)
+		removed = true
+		m.opts.Log.WithFields(logrus.Fields{"cert": name, "last_used": last.UTC().Format(time.RFC3339)}).
+			Info("removed a certificate no site has used for the grace period")
+	}
+	return removed
 }
 
 func (m *Manager) reportOnce(name, why string) {
@@ -228,9 +302,10 @@ func (m *Manager) Run(ctx context.Context) {
 		if m.refresh() && m.opts.Notify != nil {
 			m.opts.Notify()
 		}
+		m.cleanUnused(time.Now())
 		m.mu.Lock()
 		due, next := planJobs(m.groups, m.certs, m.names, m.running, time.Now())
-		next = earliest(next, time.Now().Add(refreshInterval))
+		next = earliest(next, time.Now().Add(min(refreshInterval, m.opts.UnusedGrace)))
 		for _, j := range due {
 			if inFlight >= m.opts.Concurrency {
 				break

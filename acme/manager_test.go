@@ -98,10 +98,15 @@ func newEnv(t *testing.T) *env {
 }
 
 func (e *env) manager(t *testing.T, probe Prober) *Manager {
+	return e.managerWith(t, Options{Probe: probe})
+}
+
+func (e *env) managerWith(t *testing.T, o Options) *Manager {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
-	m, err := NewManager(Options{Store: Store{Dir: e.certs}, Issuer: e.ca, Webroot: e.webroot, StateDir: e.state,
-		Probe: probe, Notify: func() { e.notified <- struct{}{} }, Log: logrus.NewEntry(l)})
+	o.Store, o.Issuer, o.Webroot, o.StateDir = Store{Dir: e.certs}, e.ca, e.webroot, e.state
+	o.Notify, o.Log = func() { e.notified <- struct{}{} }, logrus.NewEntry(l)
+	m, err := NewManager(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +135,7 @@ func TestObtainStoresFilesAndSurvivesRestartWithoutReissue(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t, nil)
 	run(t, m)
-	m.Want([][]string{{"a.test", "www.a.test"}})
+	m.Want([][]string{{"a.test", "www.a.test"}}, nil)
 	<-e.notified
 	certs := m.Certs()
 	if len(certs) != 2 || certs["a.test"] != certs["www.a.test"] {
@@ -149,7 +154,7 @@ func TestObtainStoresFilesAndSurvivesRestartWithoutReissue(t *testing.T) {
 		t.Fatalf("after restart Certs() = %v; stored certificates must be served at once", got)
 	}
 	run(t, restarted)
-	restarted.Want([][]string{{"a.test", "www.a.test"}})
+	restarted.Want([][]string{{"a.test", "www.a.test"}}, nil)
 	time.Sleep(50 * time.Millisecond) // give a wrong re-issue the chance to happen
 	if n := e.ca.orderCount(); n != 1 {
 		t.Fatalf("%d orders after a restart; a valid certificate must not be re-issued", n)
@@ -161,7 +166,7 @@ func TestAFailingNameDoesNotHoldBackTheOthersAndItsBackoffPersists(t *testing.T)
 	e.ca.fail["bad.test"] = true
 	m := e.manager(t, nil)
 	run(t, m)
-	m.Want([][]string{{"bad.test", "good.test"}})
+	m.Want([][]string{{"bad.test", "good.test"}}, nil)
 	<-e.notified
 	certs := m.Certs()
 	if _, ok := certs["good.test"]; !ok || len(certs) != 1 {
@@ -176,7 +181,7 @@ func TestAFailingNameDoesNotHoldBackTheOthersAndItsBackoffPersists(t *testing.T)
 	before := e.ca.orderCount()
 	restarted := e.manager(t, nil)
 	run(t, restarted)
-	restarted.Want([][]string{{"bad.test", "good.test"}})
+	restarted.Want([][]string{{"bad.test", "good.test"}}, nil)
 	time.Sleep(50 * time.Millisecond)
 	if n := e.ca.orderCount(); n != before {
 		t.Fatalf("restart placed %d new orders during backoff", n-before)
@@ -188,7 +193,7 @@ func TestRateLimitHonoursRetryAfter(t *testing.T) {
 	e.ca.limit = 3 * time.Hour
 	m := e.manager(t, nil)
 	run(t, m)
-	m.Want([][]string{{"a.test"}})
+	m.Want([][]string{{"a.test"}}, nil)
 	waitFor(t, "an order", func() bool { return e.ca.orderCount() == 1 })
 	waitFor(t, "backoff state", func() bool {
 		names, _ := stateFile{e.state + "/names.json"}.load()
@@ -207,7 +212,7 @@ func TestSelfCheckStopsOrdersForABrokenChallengePath(t *testing.T) {
 	}
 	m := e.manager(t, probe)
 	run(t, m)
-	m.Want([][]string{{"broken.test", "ok.test"}})
+	m.Want([][]string{{"broken.test", "ok.test"}}, nil)
 	<-e.notified
 	for _, order := range e.ca.orders {
 		if slices.Contains(order, "broken.test") {
@@ -227,7 +232,7 @@ func TestUnissuableNamesAreNeverOrdered(t *testing.T) {
 	e := newEnv(t)
 	m := e.manager(t, nil)
 	run(t, m)
-	m.Want([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}})
+	m.Want([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}}, nil)
 	<-e.notified
 	if len(e.ca.orders) != 1 || !slices.Equal(e.ca.orders[0], []string{"real.test"}) {
 		t.Fatalf("orders %v", e.ca.orders)
@@ -239,7 +244,7 @@ func TestRenewalReplacesTheOldCertificateAndKeepsItUntilThen(t *testing.T) {
 	e.ca.life = 3 * time.Second // renews at half life
 	m := e.manager(t, nil)
 	run(t, m)
-	m.Want([][]string{{"a.test"}})
+	m.Want([][]string{{"a.test"}}, nil)
 	<-e.notified
 	first, _ := Store{Dir: e.certs}.Load("a.test")
 	<-e.notified // the renewal
@@ -252,5 +257,34 @@ func TestRenewalReplacesTheOldCertificateAndKeepsItUntilThen(t *testing.T) {
 	second, _ := Store{Dir: e.certs}.Load("a.test")
 	if second.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
 		t.Fatal("the stored certificate was not replaced")
+	}
+}
+
+func TestUnusedCertificatesAreKeptForTheGracePeriodThenRemoved(t *testing.T) {
+	e := newEnv(t)
+	const grace = 300 * time.Millisecond
+	m := e.managerWith(t, Options{UnusedGrace: grace})
+	run(t, m)
+	m.Want([][]string{{"gone.test"}, {"kept.test"}}, []string{"gone.test", "kept.test"})
+	<-e.notified
+	<-e.notified
+	// gone.test's container stops: no site uses it any more.
+	m.Want([][]string{{"kept.test"}}, []string{"kept.test"})
+	stopped := time.Now()
+	if _, ok := m.Certs()["gone.test"]; !ok {
+		t.Fatal("a certificate was dropped as soon as its container stopped")
+	}
+	waitFor(t, "the unused certificate to be removed", func() bool {
+		_, err := Store{Dir: e.certs}.Load("gone.test")
+		return errors.Is(err, ErrNotFound)
+	})
+	if since := time.Since(stopped); since < grace {
+		t.Fatalf("removed after %v, before the grace period of %v", since, grace)
+	}
+	if _, ok := m.Certs()["gone.test"]; ok {
+		t.Fatal("a removed certificate is still offered")
+	}
+	if _, err := (Store{Dir: e.certs}).Load("kept.test"); err != nil {
+		t.Fatalf("a certificate in use was removed: %v", err)
 	}
 }

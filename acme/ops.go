@@ -62,7 +62,7 @@ func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
 	}
 	var rest []NameStatus
 	for _, n := range sortedNames(names) {
-		if !covered[n] {
+		if st := names[n]; !covered[n] && (st.Failures > 0 || st.Revoked) {
 			rest = append(rest, NameStatus{n, names[n]})
 		}
 	}

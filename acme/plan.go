@@ -28,7 +28,8 @@ func (e *OrderError) Unwrap() error { return e.Err }
 // certInfo is a stored certificate and when to renew it.
 type certInfo struct {
 	stored     *Stored
-	version    string // the store's version of these files
+	version    string    // the store's version of these files
+	loaded     time.Time // when this process loaded or stored it
 	renewAt    time.Time
 	jitter     float64
 	ariChecked time.Time

@@ -17,9 +17,9 @@ type NameState struct {
 	LastError   string    `json:"last_error,omitempty"`
 	// Revoked holds the name back after "berth revoke" until "berth renew --force".
 	Revoked bool `json:"revoked,omitempty"`
-	// LastWanted is when a container last asked for the name; unused
-	// certificates are kept for a long grace period after it.
-	LastWanted time.Time `json:"last_wanted,omitempty"`
+	// LastServed is when a site last used the name (to the hour);
+	// certificates no site has used for UnusedGrace are removed.
+	LastServed time.Time `json:"last_served,omitempty"`
 }
 
 // stateFile is <state>/names.json.

@@ -29,8 +29,9 @@ type Options struct {
 	// Certs, when set, says which hosts have a certificate on disk.
 	Certs func() map[string]nginxconf.TLS
 	// Want, when set, is told each pass which host lists want a
-	// certificate (reachable containers with proxy.acme on). It must not block.
-	Want func(sets [][]string)
+	// certificate (reachable containers with proxy.acme on) and which hosts
+	// have a site at all. It must not block.
+	Want func(sets [][]string, served []string)
 	// ProbeAddr is the host:port Probe sends requests to; "" means the nginx
 	// container's address on port 80.
 	ProbeAddr string

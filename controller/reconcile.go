@@ -116,7 +116,11 @@ func (c *Controller) render(cs []Container, nginx Container, log *logrus.Entry) 
 	}
 	cfg, wants, problems := Desired(cs, in)
 	if c.opts.Want != nil {
-		c.opts.Want(certSets(wants))
+		served := make([]string, len(cfg.Sites))
+		for i, s := range cfg.Sites {
+			served[i] = s.Host
+		}
+		c.opts.Want(certSets(wants), served)
 	}
 	files, errs := nginxconf.Render(cfg)
 	c.report(problems, errs, log)
