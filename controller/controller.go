@@ -59,8 +59,8 @@ type Controller struct {
 	nginxID    string // the nginx container whose build was read
 	http2      string // its HTTP/2 mode
 
-	mu        sync.Mutex
-	nginxAddr string // nginx's address for Probe, from the last pass
+	mu         sync.Mutex
+	nginxAddrs []string // nginx's addresses for Probe, from the last pass
 }
 
 // New returns a controller. The logger should carry no per-pass fields.

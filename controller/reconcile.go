@@ -239,23 +239,24 @@ func (c *Controller) findNginx(cs []Container, log *logrus.Entry) (Container, er
 	return found[0], nil
 }
 
+// setNginxAddr remembers nginx's addresses, one per network: berth may
+// share only some of them.
 func (c *Controller) setNginxAddr(nginx Container) {
-	addr := ""
+	var addrs []string
 	for _, n := range sortedKeys(nginx.Networks) {
 		if ip := nginx.Networks[n]; ip != "" {
-			addr = net.JoinHostPort(ip, "80")
-			break
+			addrs = append(addrs, net.JoinHostPort(ip, "80"))
 		}
 	}
 	c.mu.Lock()
-	c.nginxAddr = addr
+	c.nginxAddrs = addrs
 	c.mu.Unlock()
 }
 
 // probeClient never follows redirects: the challenge path must be served
 // on port 80 itself, ahead of any redirect.
 var probeClient = &http.Client{
-	Timeout:       5 * time.Second,
+	Timeout:       3 * time.Second,
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
@@ -264,14 +265,25 @@ var probeClient = &http.Client{
 // webroot before it spends a CA validation.
 func (c *Controller) Probe(ctx context.Context, host, path string) (string, error) {
 	c.mu.Lock()
-	addr := c.nginxAddr
+	addrs := c.nginxAddrs
 	c.mu.Unlock()
 	if c.opts.ProbeAddr != "" {
-		addr = c.opts.ProbeAddr
+		addrs = []string{c.opts.ProbeAddr}
 	}
-	if addr == "" {
+	if len(addrs) == 0 {
 		return "", errors.New("nginx address not known yet")
 	}
+	var err error
+	for _, addr := range addrs {
+		var body string
+		if body, err = probe(ctx, addr, host, path); err == nil {
+			return body, nil
+		}
+	}
+	return "", err
+}
+
+func probe(ctx context.Context, addr, host, path string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 	if err != nil {
 		return "", err

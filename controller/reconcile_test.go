@@ -3,7 +3,10 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,5 +227,27 @@ func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 	p.Event(at(70))
 	if w := p.Wait(at(70)); w != 0 {
 		t.Fatalf("after the burst a single change waits %v", w)
+	}
+}
+
+func TestProbeTriesEachNginxAddressAndNeverFollowsRedirects(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "moved.test" {
+			http.Redirect(w, r, "https://moved.test"+r.URL.Path, http.StatusMovedPermanently)
+			return
+		}
+		fmt.Fprintf(w, "%s %s", r.Host, r.URL.Path)
+	}))
+	defer srv.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close() // an address berth cannot reach, as on a network it does not share
+	c, _ := newTestController(t)
+	c.nginxAddrs = []string{strings.TrimPrefix(closed.URL, "http://"), strings.TrimPrefix(srv.URL, "http://")}
+	body, err := c.Probe(context.Background(), "a.test", "/.well-known/acme-challenge/x")
+	if err != nil || body != "a.test /.well-known/acme-challenge/x" {
+		t.Fatalf("Probe = %q, %v", body, err)
+	}
+	if _, err := c.Probe(context.Background(), "moved.test", "/x"); err == nil || !strings.Contains(err.Error(), "301") {
+		t.Fatalf("a redirected challenge path passed the self-check: %v", err)
 	}
 }
