@@ -198,6 +198,9 @@ func TestObtainMultiNameThroughNginxWebroot(t *testing.T) {
 		t.Fatalf("domains %v", st.Meta.Domains)
 	}
 	r.verify(st, "a.test", "www.a.test")
+	if st.Leaf.PublicKeyAlgorithm != x509.ECDSA {
+		t.Fatalf("key algorithm %v, want ECDSA (P-256 by default)", st.Leaf.PublicKeyAlgorithm)
+	}
 	if n := r.pebble.Orders(t); n != 1 {
 		t.Fatalf("Pebble saw %d orders, want 1", n)
 	}

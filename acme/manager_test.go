@@ -288,3 +288,41 @@ func TestUnusedCertificatesAreKeptForTheGracePeriodThenRemoved(t *testing.T) {
 		t.Fatalf("a certificate in use was removed: %v", err)
 	}
 }
+
+func TestAFailedRenewalKeepsTheOldCertificateInService(t *testing.T) {
+	e := newEnv(t)
+	e.ca.life = 6 * time.Second // renewal due at half life, 3 s in
+	m := e.manager(t, nil)
+	run(t, m)
+	m.Want([][]string{{"a.test"}}, []string{"a.test"})
+	<-e.notified
+	first, _ := Store{Dir: e.certs}.Load("a.test")
+	e.ca.mu.Lock()
+	e.ca.fail["a.test"] = true
+	e.ca.mu.Unlock()
+	waitFor(t, "a failed renewal", func() bool {
+		names, _ := stateFile{e.state + "/names.json"}.load()
+		return names["a.test"].Failures > 0
+	})
+	if time.Now().After(first.Leaf.NotAfter) {
+		t.Fatal("the failed renewal came only after expiry; nothing left to check")
+	}
+	if got := m.Certs()["a.test"]; got.Chain == "" {
+		t.Fatal("the old certificate was taken out of service by a failed renewal")
+	}
+	if st, _ := (Store{Dir: e.certs}).Load("a.test"); st.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
+		t.Fatal("the stored certificate changed")
+	}
+}
+
+func TestDirectoryURLShortcuts(t *testing.T) {
+	for in, want := range map[string]string{
+		"letsencrypt":                  "https://acme-v02.api.letsencrypt.org/directory",
+		"letsencrypt-staging":          "https://acme-staging-v02.api.letsencrypt.org/directory",
+		"https://ca.example/directory": "https://ca.example/directory",
+	} {
+		if got := DirectoryURL(in); got != want {
+			t.Errorf("DirectoryURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
