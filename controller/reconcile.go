@@ -36,7 +36,7 @@ type Timings struct {
 func (c *Controller) reconcile(ctx context.Context, now time.Time) time.Duration {
 	c.pass++
 	log := c.log.WithField("pass", c.pass)
-	err := c.pass1(ctx, now, log)
+	err := c.runPass(ctx, now, log)
 	switch {
 	case err == nil:
 		c.failures = 0
@@ -56,7 +56,9 @@ func (c *Controller) reconcile(ctx context.Context, now time.Time) time.Duration
 
 var errPaced = errors.New("reload paced")
 
-func (c *Controller) pass1(ctx context.Context, now time.Time, log *logrus.Entry) error {
+// runPass lists, renders, and applies what changed; errPaced means the
+// change is held by the reload pacer until c.notBefore.
+func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Entry) error {
 	var t Timings
 	start := time.Now()
 	cs, err := c.engine.List(ctx)
@@ -82,6 +84,7 @@ func (c *Controller) pass1(ctx context.Context, now time.Time, log *logrus.Entry
 	plan := nginxconf.Diff(current, desired)
 	t.Render = time.Since(start)
 	if plan.Empty() {
+		c.held = false // a held change that went away does not count as a burst
 		log.WithField("list_ms", ms(t.List)).Debug("no change")
 		return nil
 	}
