@@ -129,7 +129,6 @@ func serve(s settings, log *logrus.Entry) int {
 	var ctl *controller.Controller
 	var mgr *acme.Manager
 	if s.acmeEnabled() {
-		var err error
 		mgr, err = newManager(s, log, func() { ctl.Poke("certificate stored") }, func(ctx context.Context, host, path string) (string, error) {
 			return ctl.Probe(ctx, host, path)
 		})
