@@ -33,8 +33,14 @@ type reloadPacer struct {
 	level     int       // index into burstGaps
 }
 
-// Event notes a Docker event at now.
-func (p *reloadPacer) Event(now time.Time) { p.lastEvent = now }
+// Event notes a Docker event at now. An event after a quiet spell starts
+// afresh: the burst before it is over.
+func (p *reloadPacer) Event(now time.Time) {
+	if now.Sub(p.lastEvent) >= quietAfter {
+		p.level = 0
+	}
+	p.lastEvent = now
+}
 
 // Wait returns how long a reload wanted at now must be held: until the
 // current gap since the last reload has passed or the burst has gone

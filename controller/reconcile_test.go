@@ -228,6 +228,22 @@ func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
 	if w := p.Wait(at(70)); w != 0 {
 		t.Fatalf("after the burst a single change waits %v", w)
 	}
+	// Two quick changes raise the gap; a change after a quiet spell must
+	// not inherit it, even though its own event is brand new.
+	var q reloadPacer
+	q.Event(at(100))
+	q.Record(at(100), false)
+	q.Event(at(100.2))
+	q.Record(at(100.2).Add(q.Wait(at(100.2))), true)
+	q.Event(at(101.1))
+	q.Record(at(101.1).Add(q.Wait(at(101.1))), true)
+	if q.level == 0 {
+		t.Fatal("held reloads did not raise the gap")
+	}
+	q.Event(at(108.5))
+	if w := q.Wait(at(108.5)); w != 0 {
+		t.Fatalf("a change after 7 s of quiet waits %v", w)
+	}
 }
 
 func TestProbeTriesEachNginxAddressAndNeverFollowsRedirects(t *testing.T) {
