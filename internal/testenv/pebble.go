@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,46 +98,8 @@ type Pebble struct {
 	// ManagementURL is Pebble's management interface: https://127.0.0.1:<port>.
 	ManagementURL string
 
-	admin pebbleAdmin
-}
-
-// IssuerRoots returns the root that the certificates Pebble issues chain
-// to. It holds no intermediate: verifying a served chain against it fails
-// if the server leaves the intermediate out, as it would with a real CA.
-func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
-	t.Helper()
-	return p.admin.issuerRoots(t)
-}
-
-// Orders returns how many orders Pebble has created so far. It reads the
-// count Pebble logs after storing each new order ("There are now N orders
-// in the db"); newOrder requests that Pebble rejects are not counted.
-func (p *Pebble) Orders(t testing.TB) int {
-	t.Helper()
-	return p.admin.orders(t)
-}
-
-// Revoked reports whether Pebble considers the certificate (the first one
-// in certPEM) revoked. It fails the test if Pebble never issued it.
-func (p *Pebble) Revoked(t testing.TB, certPEM []byte) bool {
-	t.Helper()
-	return p.admin.revoked(t, certPEM)
-}
-
-// SetRenewalInfo makes Pebble's ARI endpoint suggest the window [start,
-// end) for the certificate (the first one in certPEM). A window in the past
-// means "renew now". Pebble answers with it until it is set again.
-func (p *Pebble) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
-	t.Helper()
-	p.admin.setRenewalInfo(t, certPEM, start, end)
-}
-
-// SetRenewalInfoJSON makes Pebble's ARI endpoint answer with body, verbatim
-// and unchecked, for the certificate (the first one in certPEM): for tests
-// of malformed or empty renewal info.
-func (p *Pebble) SetRenewalInfoJSON(t testing.TB, certPEM []byte, body string) {
-	t.Helper()
-	p.admin.setRenewalInfoJSON(t, certPEM, body)
+	// pebbleAdmin gives IssuerRoots, Orders, Revoked and SetRenewalInfo*.
+	pebbleAdmin
 }
 
 // StartPebble starts Pebble and pebble-challtestsrv on loopback, waits until
@@ -199,13 +160,13 @@ func startLoopbackPebble(t testing.TB, bins, dir string, tls wfeCert, opts Pebbl
 		DirectoryURL:  "https://" + wfe + "/dir",
 		RootsFile:     tls.rootsFile,
 		ManagementURL: "https://" + mgmt,
-		admin: newPebbleAdmin("https://"+mgmt, tls.rootsPEM, func() (string, error) {
+		pebbleAdmin: newPebbleAdmin("https://"+mgmt, tls.rootsPEM, func() (string, error) {
 			return pebble.out.String(), nil
 		}),
 	}
 	alive := func() error { return errors.Join(dns.exitErr(), pebble.exitErr()) }
 	err = waitUntil(pebbleStartTimeout, alive, func() error {
-		return errors.Join(expectDNSAnswer(dnsAddr, "127.0.0.1"), p.admin.ready(p.DirectoryURL))
+		return errors.Join(expectDNSAnswer(dnsAddr, "127.0.0.1"), p.pebbleAdmin.ready(p.DirectoryURL))
 	})
 	if err != nil {
 		pebble.stop()
@@ -218,7 +179,7 @@ func startLoopbackPebble(t testing.TB, bins, dir string, tls wfeCert, opts Pebbl
 		}
 		pebble.stop()
 		dns.stop()
-		p.admin.client.CloseIdleConnections()
+		p.pebbleAdmin.client.CloseIdleConnections()
 	})
 	return p, nil
 }

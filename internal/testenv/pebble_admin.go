@@ -67,7 +67,10 @@ func (a *pebbleAdmin) ready(directoryURL string) error {
 	return err
 }
 
-func (a *pebbleAdmin) issuerRoots(t testing.TB) *x509.CertPool {
+// IssuerRoots returns the root that the certificates Pebble issues chain
+// to. It holds no intermediate: verifying a served chain against it fails
+// if the server leaves the intermediate out, as it would with a real CA.
+func (a *pebbleAdmin) IssuerRoots(t testing.TB) *x509.CertPool {
 	t.Helper()
 	data, err := a.do("GET", a.mgmtURL+"/roots/0", nil, http.StatusOK)
 	if err != nil {
@@ -80,7 +83,10 @@ func (a *pebbleAdmin) issuerRoots(t testing.TB) *x509.CertPool {
 	return pool
 }
 
-func (a *pebbleAdmin) orders(t testing.TB) int {
+// Orders returns how many orders Pebble has created so far. It reads the
+// count Pebble logs after storing each new order ("There are now N orders
+// in the db"); newOrder requests that Pebble rejects are not counted.
+func (a *pebbleAdmin) Orders(t testing.TB) int {
 	t.Helper()
 	out, err := a.output()
 	if err != nil {
@@ -94,7 +100,9 @@ func (a *pebbleAdmin) orders(t testing.TB) int {
 	return n
 }
 
-func (a *pebbleAdmin) revoked(t testing.TB, certPEM []byte) bool {
+// Revoked reports whether Pebble considers the certificate (the first one
+// in certPEM) revoked. It fails the test if Pebble never issued it.
+func (a *pebbleAdmin) Revoked(t testing.TB, certPEM []byte) bool {
 	t.Helper()
 	cert := firstCertificate(t, certPEM)
 	url := a.mgmtURL + "/cert-status-by-serial/" + cert.SerialNumber.Text(16)
@@ -116,7 +124,10 @@ func (a *pebbleAdmin) revoked(t testing.TB, certPEM []byte) bool {
 	return false
 }
 
-func (a *pebbleAdmin) setRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
+// SetRenewalInfo makes Pebble's ARI endpoint suggest the window [start,
+// end) for the certificate (the first one in certPEM). A window in the past
+// means "renew now". Pebble answers with it until it is set again.
+func (a *pebbleAdmin) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
 	t.Helper()
 	type window struct {
 		Start time.Time `json:"start"`
@@ -128,10 +139,13 @@ func (a *pebbleAdmin) setRenewalInfo(t testing.TB, certPEM []byte, start, end ti
 	if err != nil {
 		t.Fatal(err)
 	}
-	a.setRenewalInfoJSON(t, certPEM, string(body))
+	a.SetRenewalInfoJSON(t, certPEM, string(body))
 }
 
-func (a *pebbleAdmin) setRenewalInfoJSON(t testing.TB, certPEM []byte, body string) {
+// SetRenewalInfoJSON makes Pebble's ARI endpoint answer with body, verbatim
+// and unchecked, for the certificate (the first one in certPEM): for tests
+// of malformed or empty renewal info.
+func (a *pebbleAdmin) SetRenewalInfoJSON(t testing.TB, certPEM []byte, body string) {
 	t.Helper()
 	cert := firstCertificate(t, certPEM)
 	req, err := json.Marshal(map[string]string{

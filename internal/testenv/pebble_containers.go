@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,37 +38,8 @@ type PebbleInContainers struct {
 
 	dnsAddr    string // DNS (TCP) published on the host
 	dnsMgmtURL string // pebble-challtestsrv's management interface on the host
-	admin      pebbleAdmin
-}
-
-// IssuerRoots is Pebble.IssuerRoots.
-func (p *PebbleInContainers) IssuerRoots(t testing.TB) *x509.CertPool {
-	t.Helper()
-	return p.admin.issuerRoots(t)
-}
-
-// Orders is Pebble.Orders, read from the container's log.
-func (p *PebbleInContainers) Orders(t testing.TB) int {
-	t.Helper()
-	return p.admin.orders(t)
-}
-
-// Revoked is Pebble.Revoked.
-func (p *PebbleInContainers) Revoked(t testing.TB, certPEM []byte) bool {
-	t.Helper()
-	return p.admin.revoked(t, certPEM)
-}
-
-// SetRenewalInfo is Pebble.SetRenewalInfo.
-func (p *PebbleInContainers) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
-	t.Helper()
-	p.admin.setRenewalInfo(t, certPEM, start, end)
-}
-
-// SetRenewalInfoJSON is Pebble.SetRenewalInfoJSON.
-func (p *PebbleInContainers) SetRenewalInfoJSON(t testing.TB, certPEM []byte, body string) {
-	t.Helper()
-	p.admin.setRenewalInfoJSON(t, certPEM, body)
+	// pebbleAdmin gives IssuerRoots, Orders, Revoked and SetRenewalInfo*.
+	pebbleAdmin
 }
 
 // SetAnswerIP makes the DNS server answer every A query with ip from now
@@ -77,7 +47,7 @@ func (p *PebbleInContainers) SetRenewalInfoJSON(t testing.TB, certPEM []byte, bo
 func (p *PebbleInContainers) SetAnswerIP(t testing.TB, ip string) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"ip": ip})
-	if _, err := p.admin.do("POST", p.dnsMgmtURL+"/set-default-ipv4", body, http.StatusOK); err != nil {
+	if _, err := p.pebbleAdmin.do("POST", p.dnsMgmtURL+"/set-default-ipv4", body, http.StatusOK); err != nil {
 		t.Fatalf("set the DNS answer: %v", err)
 	}
 	if err := expectDNSAnswer(p.dnsAddr, ip); err != nil {
@@ -156,10 +126,10 @@ func PebbleContainers(t testing.TB, network, answerIP string, opts PebbleOptions
 		dnsAddr:          publishedAddr(t, dnsName, challDNSPort),
 		dnsMgmtURL:       "http://" + publishedAddr(t, dnsName, challMgmtPort),
 	}
-	p.admin = newPebbleAdmin(p.ManagementURL, tls.rootsPEM, func() (string, error) { return containerLogs(name) })
+	p.pebbleAdmin = newPebbleAdmin(p.ManagementURL, tls.rootsPEM, func() (string, error) { return containerLogs(name) })
 	alive := func() error { return containersRunning(name, dnsName) }
 	err = waitUntil(pebbleStartTimeout, alive, func() error {
-		return errors.Join(expectDNSAnswer(p.dnsAddr, answerIP), p.admin.ready(p.HostDirectoryURL))
+		return errors.Join(expectDNSAnswer(p.dnsAddr, answerIP), p.pebbleAdmin.ready(p.HostDirectoryURL))
 	})
 	if err != nil {
 		t.Fatalf("start Pebble containers: %v", err)
