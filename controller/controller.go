@@ -10,12 +10,9 @@ package controller
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
-
-	"github.com/berthproxy/berth/nginxconf"
 )
 
 // Options are the controller settings (see DESIGN.md).
@@ -26,26 +23,48 @@ type Options struct {
 	Listen    [2]string
 	// Resync is the period of the full pass that catches missed events.
 	Resync time.Duration
-	// Certs, when set, says which hosts have a certificate on disk.
-	Certs func() map[string]nginxconf.TLS
-	// Want, when set, is told each pass which host lists want a
-	// certificate (reachable containers with proxy.acme on) and which hosts
-	// have a site at all. It must not block.
-	Want func(sets [][]string, served []string)
-	// ProbeAddr is the host:port Probe sends requests to; "" means the nginx
-	// container's address on port 80.
-	ProbeAddr string
+	// Certs, when set, is the certificate manager (nil: no certificates).
+	Certs Certificates
+	// TrustedProxies are the CIDRs whose forwarded client address nginx
+	// honours (BERTH_TRUSTED_PROXIES).
+	TrustedProxies []string
+}
+
+// CertFiles are the files of one stored certificate version as nginx reads
+// them, and the serial of its leaf: what berth expects nginx to serve.
+type CertFiles struct {
+	Chain, Key, Serial string
+}
+
+// Certificates is what the loop needs of the certificate manager. The
+// manager says what changed through Changed; the loop tells it what is
+// wanted and which files the config on disk refers to. None of these block.
+type Certificates interface {
+	// Certs returns, per host, the certificate to serve. A renewal gives a
+	// new path, so the config bytes change and nginx reloads.
+	Certs() map[string]CertFiles
+	// Want says which host lists want a certificate and which hosts have a
+	// site at all.
+	Want(sets [][]string, served []string)
+	// InUse lists every certificate file berth's nginx files on disk refer
+	// to, so versions still referenced are never removed.
+	InUse(files []string)
+	// Changed receives when Certs may return something new.
+	Changed() <-chan struct{}
 }
 
 // DefaultResync is short because a pass with no change costs one list call
 // and no write: cheap insurance against a lost event.
 const DefaultResync = 30 * time.Second
 
-// Controller runs the reconcile loop.
+// Controller runs the reconcile loop. Everything but pokes is owned by the
+// loop goroutine (Run); nginx's addresses, read by the certificate
+// manager's self-check, are guarded inside Nginx.
 type Controller struct {
 	engine Engine
 	opts   Options
 	log    *logrus.Entry
+	nginx  *Nginx
 	pacer  reloadPacer
 	pass   int
 
@@ -53,23 +72,28 @@ type Controller struct {
 	held       bool                // the pending change was held by the pacer
 	failures   int                 // consecutive failed passes, for backoff
 	reported   map[string]bool     // problems already logged, to log each once per change
-	nginxState string              // last logged nginx lookup outcome
 	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
 	pokes      chan string
-	nginxID    string // the nginx container whose build was read
-	http2      string // its HTTP/2 mode
 
-	mu         sync.Mutex
-	nginxAddrs []string // nginx's addresses for Probe, from the last pass
+	// unconfirmed: the files on disk may not be what nginx runs (a failed
+	// SIGHUP, or berth killed between write and reload, seen as the marker
+	// file at start). The next pass validates and reloads even without a
+	// change.
+	unconfirmed bool
+	verify      map[string]string // host → serial nginx must serve after the last reload
+	verifyFails int
+	inUse       []string // certificate files last reported to Certs.InUse
 }
 
 // New returns a controller. The logger should carry no per-pass fields.
-func New(engine Engine, opts Options, log *logrus.Entry) *Controller {
+// nginx is shared with the certificate manager's self-check.
+func New(engine Engine, nginx *Nginx, opts Options, log *logrus.Entry) *Controller {
 	if opts.Resync <= 0 {
 		opts.Resync = DefaultResync
 	}
-	return &Controller{engine: engine, opts: opts, log: log, reported: map[string]bool{},
-		quarantine: map[string][32]byte{}, pokes: make(chan string, 1)}
+	return &Controller{engine: engine, nginx: nginx, opts: opts, log: log, reported: map[string]bool{},
+		quarantine: map[string][32]byte{}, pokes: make(chan string, 1),
+		unconfirmed: markerExists(opts.ConfDir), verify: map[string]string{}}
 }
 
 // Run watches Docker and reconciles until ctx ends. It returns nil on
@@ -77,6 +101,10 @@ func New(engine Engine, opts Options, log *logrus.Entry) *Controller {
 func (c *Controller) Run(ctx context.Context) error {
 	pokes := c.pokes
 	go c.watch(ctx, pokes)
+	var certsChanged <-chan struct{}
+	if c.opts.Certs != nil {
+		certsChanged = c.opts.Certs.Changed()
+	}
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
 	resync := time.NewTicker(c.opts.Resync)
@@ -100,6 +128,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			c.log.WithField("event", why).Debug("docker event")
 			c.pacer.Event(time.Now())
 			schedule(time.Now().Add(coalesceDelay))
+		case <-certsChanged:
+			c.log.Debug("certificates changed")
+			schedule(time.Now())
 		case <-resync.C:
 			schedule(time.Now())
 		case <-timer.C:

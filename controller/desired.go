@@ -17,6 +17,7 @@ type Container struct {
 	Name     string
 	Labels   map[string]string
 	Running  bool
+	State    string            // Docker's state: running, exited, paused, restarting, created…
 	Health   string            // "", HealthStarting, HealthHealthy or HealthUnhealthy
 	Networks map[string]string // network name → IPv4 address ("" when none yet)
 	Exposed  []int             // exposed TCP ports, sorted
@@ -50,8 +51,8 @@ func (p Problem) String() string {
 type Want struct {
 	Container string
 	Route     Route
-	Backend   string // "ip:port"; "" when unreachable
-	Ready     bool   // false while health is starting/unhealthy
+	Backend   string // "ip:port"; "" while the container is not running
+	Ready     bool   // false while health is starting/unhealthy or not running
 }
 
 // Inputs for Desired beyond the containers.
@@ -61,16 +62,22 @@ type Inputs struct {
 	Certs   map[string]nginxconf.TLS // hosts with a certificate on disk
 	Listen  [2]string                // optional HTTP/HTTPS listen overrides (tests)
 	HTTP2   string                   // nginxconf.HTTP2* for the nginx in use
+	// TrustedProxies are CIDRs whose forwarded client address is honoured.
+	TrustedProxies []string
 }
 
 // Desired computes the nginx config for the given containers. Pure: no
 // Docker, disk or clock. Containers with invalid labels or that nginx cannot
-// reach are left out and reported; everything else is routed.
+// reach are left out and reported; everything else is routed. A labelled
+// container that exists but is not running (exited, paused, restarting)
+// keeps its host with no backend, so its site answers 503 from nginx, with
+// its certificate, until the container is removed: a stop for maintenance
+// must not turn into another site's content or a TLS error.
 func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 	var wants []Want
 	var problems []Problem
 	for _, c := range cs {
-		if !c.Running || c.ID == in.Nginx.ID {
+		if c.ID == in.Nginx.ID {
 			continue
 		}
 		w, ok, ps := project(c, in.Nginx)
@@ -100,6 +107,14 @@ func project(c Container, nginx Container) (Want, bool, []Problem) {
 	}
 	if len(errs) > 0 {
 		return Want{}, false, ps
+	}
+	if !c.Running {
+		// No address to route to, but the scope rule still holds: only a
+		// container nginx could reach when running keeps a host here.
+		if err := sharesNetwork(route.Network, c.Networks, nginx.Networks); err != nil {
+			return Want{}, false, append(ps, Problem{Container: c.Name, Reason: err.Error() + "; container not routed"})
+		}
+		return Want{Container: c.Name, Route: route}, true, ps
 	}
 	port, err := choosePort(route.Port, c.Exposed)
 	if err != nil {
@@ -162,6 +177,20 @@ func chooseAddress(want string, mine, nginxNets map[string]string) (string, erro
 	return "", fmt.Errorf("shares no network with nginx (container networks: %s; nginx networks: %s)", names(mine), names(nginxNets))
 }
 
+// sharesNetwork is chooseAddress without the address, for a container
+// that is not running and so has none.
+func sharesNetwork(want string, mine, nginxNets map[string]string) error {
+	for _, n := range sortedKeys(mine) {
+		if _, shared := nginxNets[n]; shared && (want == "" || want == n) {
+			return nil
+		}
+	}
+	if want != "" {
+		return fmt.Errorf("not attached to network %s shared with nginx (its networks: %s; nginx networks: %s)", want, names(mine), names(nginxNets))
+	}
+	return fmt.Errorf("shares no network with nginx (container networks: %s; nginx networks: %s)", names(mine), names(nginxNets))
+}
+
 func names(m map[string]string) string {
 	if len(m) == 0 {
 		return "none"
@@ -195,9 +224,11 @@ func buildSites(wants []Want, certs map[string]nginxconf.TLS) []nginxconf.Site {
 				l = &loc{}
 				paths[h][w.Route.Path] = l
 			}
-			if w.Ready {
+			switch {
+			case w.Backend == "": // not running: keeps the location, adds no server
+			case w.Ready:
 				l.ready = append(l.ready, w.Backend)
-			} else {
+			default:
 				l.notReady = append(l.notReady, w.Backend)
 			}
 			// The strictest mode wins, so adding a replica never weakens HTTPS.

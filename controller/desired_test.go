@@ -141,15 +141,41 @@ func TestABadContainerDoesNotAffectOthers(t *testing.T) {
 	}
 }
 
-func TestStoppedContainersAndNginxItselfAreNotRouted(t *testing.T) {
+func TestAStoppedContainerKeepsItsHostWithoutABackendAndNginxIsNeverRouted(t *testing.T) {
 	stopped := svc("s", 2, map[string]string{"proxy.host": "a.test"}, 80)
-	stopped.Running = false
+	stopped.Running, stopped.State, stopped.Networks = false, "exited", map[string]string{"front": ""}
+	elsewhere := svc("x", 4, map[string]string{"proxy.host": "x.test"}, 80)
+	elsewhere.Running, elsewhere.Networks = false, map[string]string{"unrelated": ""}
+	replica := stopped
+	replica.ID, replica.Name, replica.Labels = "id-r", "r", map[string]string{"proxy.host": "b.test"}
+	running := svc("b", 3, map[string]string{"proxy.host": "b.test"}, 80)
 	n := testNginx
 	n.Labels = map[string]string{"proxy.host": "nginx.test", "proxy.nginx": "true"}
-	cfg, _, _ := Desired([]Container{stopped, n}, Inputs{Nginx: n, Webroot: "/w"})
-	if len(cfg.Sites) != 0 {
-		t.Fatalf("sites %+v", cfg.Sites)
+	cfg, wants, ps := Desired([]Container{stopped, elsewhere, replica, running, n}, Inputs{Nginx: n, Webroot: "/w"})
+	if got := hosts(cfg); !slices.Equal(got, []string{"a.test", "b.test"}) {
+		t.Fatalf("sites %v, want a.test (stopped: kept) and b.test; never nginx.test or x.test (not on nginx's networks)", got)
 	}
+	if l := site(t, cfg, "a.test").Locations; len(l) != 1 || len(l[0].Backends) != 0 {
+		t.Fatalf("a.test locations %+v, want / with no backend (nginx answers 503)", l)
+	}
+	if l := site(t, cfg, "b.test").Locations; len(l) != 1 || !slices.Equal(l[0].Backends, []string{"172.18.0.3:80"}) {
+		t.Fatalf("b.test locations %+v, want only the running replica", l)
+	}
+	if len(certSets(wants)) != 3 {
+		t.Fatalf("cert sets %v: a stopped container keeps wanting its certificate", certSets(wants))
+	}
+	if len(ps) != 1 || ps[0].Container != "x" || !strings.Contains(ps[0].Reason, "shares no network with nginx") {
+		t.Fatalf("problems %v, want one for x naming the networks", ps)
+	}
+}
+
+func hosts(cfg nginxconf.Config) []string {
+	var out []string
+	for _, s := range cfg.Sites {
+		out = append(out, s.Host)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func TestStrictestHTTPSModeWinsAndCertsAttach(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
@@ -18,9 +19,19 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 )
 
+// Timeouts of Docker calls. The engine answers a list or an inspect in
+// milliseconds; a call that takes longer than this is hung (a wedged daemon,
+// a socket proxy that accepted and went silent), and a hung call would stall
+// every later pass. nginx -t parses every certificate, which takes seconds
+// with thousands of hosts, so exec gets longer.
+const (
+	dockerCallTimeout = 15 * time.Second
+	dockerExecTimeout = 60 * time.Second
+)
+
 // Engine is the narrow view of Docker that berth needs.
 type Engine interface {
-	// List returns the running containers, projected.
+	// List returns every container, running or not, projected.
 	List(ctx context.Context) ([]Container, error)
 	// Events streams relevant changes. The message channel carries a short
 	// description for logs; the error channel yields one error and closes.
@@ -59,7 +70,11 @@ func (d *DockerEngine) Close() error { return d.cli.Close() }
 // container: they never change, and the list's ports vanish when the
 // container has no network.
 func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
-	list, err := d.cli.ContainerList(ctx, container.ListOptions{})
+	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
+	// All: a labelled container that exists but is not running keeps its
+	// host (answering 503) until it is removed.
+	list, err := d.cli.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
@@ -91,6 +106,8 @@ func (d *DockerEngine) exposedPorts(ctx context.Context, id string) ([]int, erro
 	if ok {
 		return ports, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("inspect container %s: %w", shortID(id), err)
@@ -126,6 +143,7 @@ func projectSummary(s container.Summary) Container {
 		Name:     strings.TrimPrefix(firstOr(s.Names, s.ID), "/"),
 		Labels:   s.Labels,
 		Running:  s.State == container.StateRunning,
+		State:    string(s.State),
 		Health:   healthFromStatus(s.Status),
 		Networks: map[string]string{},
 	}
@@ -169,37 +187,65 @@ func firstOr(xs []string, def string) string {
 
 // Events subscribes to the changes that can alter routing. Network events
 // carry no container labels, so no label filter is used; kill and exec_*
-// are left out so berth's own nginx -t and SIGHUP do not wake it.
+// are left out so berth's own nginx -t and SIGHUP do not wake it. pause and
+// unpause change whether a container can answer.
 func (d *DockerEngine) Events(ctx context.Context) (<-chan string, <-chan error) {
 	f := filters.NewArgs(
 		filters.Arg("type", string(events.ContainerEventType)),
 		filters.Arg("type", string(events.NetworkEventType)),
-		filters.Arg("event", "start"),
-		filters.Arg("event", "die"),
-		filters.Arg("event", "destroy"),
-		filters.Arg("event", "health_status"),
-		filters.Arg("event", "connect"),
-		filters.Arg("event", "disconnect"),
-		filters.Arg("event", "rename"),
 	)
-	msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: f})
-	out := make(chan string)
+	for _, e := range watchedEvents {
+		f.Add("event", e)
+	}
+	// The subscription lives until its stream fails or ctx ends, whichever
+	// comes first: the client's own goroutine stops with sub.
+	sub, cancel := context.WithCancel(ctx)
+	msgs, errs := d.cli.Events(sub, events.ListOptions{Filters: f})
+	out, outErr := forwardEvents(sub, msgs, errs, func(m events.Message) string {
+		return fmt.Sprintf("%s %s %s", m.Type, m.Action, shortID(m.Actor.ID))
+	})
+	done := make(chan error, 1)
 	go func() {
+		err, ok := <-outErr
+		cancel()
+		if ok {
+			done <- err
+		}
+		close(done)
+	}()
+	return out, done
+}
+
+// watchedEvents are the Docker actions that can change routing.
+var watchedEvents = []string{"start", "die", "destroy", "pause", "unpause", "health_status", "connect", "disconnect", "rename"}
+
+// forwardEvents turns a Docker event stream into descriptions. It returns
+// as soon as the stream fails (forwarding its one error) or ctx ends, so no
+// goroutine outlives a broken subscription: the message channel of the
+// Docker client never closes, and a forwarder that only watched it would
+// leak once per reconnect.
+func forwardEvents[M any](ctx context.Context, msgs <-chan M, errs <-chan error, describe func(M) string) (<-chan string, <-chan error) {
+	out := make(chan string)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(outErr)
 		for {
 			select {
 			case <-ctx.Done():
 				return
+			case err := <-errs:
+				outErr <- err
+				return
 			case m := <-msgs:
-				desc := fmt.Sprintf("%s %s %s", m.Type, m.Action, shortID(m.Actor.ID))
 				select {
-				case out <- desc:
+				case out <- describe(m):
 				case <-ctx.Done():
 					return
 				}
 			}
 		}
 	}()
-	return out, errs
+	return out, outErr
 }
 
 func shortID(id string) string {
@@ -212,6 +258,8 @@ func shortID(id string) string {
 // Exec runs cmd and waits for it, returning the exit code and the combined
 // output (nginx -t writes its verdict to stderr).
 func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, dockerExecTimeout)
+	defer cancel()
 	created, err := d.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	if err != nil {
 		return -1, "", fmt.Errorf("exec create in %s: %w", shortID(id), err)
@@ -221,6 +269,10 @@ func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, 
 		return -1, "", fmt.Errorf("exec attach in %s: %w", shortID(id), err)
 	}
 	defer att.Close()
+	// The hijacked connection ignores ctx: close it when ctx ends, so a
+	// wedged nginx -t cannot stall the loop.
+	stop := context.AfterFunc(ctx, func() { att.Close() })
+	defer stop()
 	var out bytes.Buffer
 	if _, err := stdcopy.StdCopy(&out, &out, att.Reader); err != nil {
 		return -1, out.String(), fmt.Errorf("exec read in %s: %w", shortID(id), err)
@@ -234,6 +286,8 @@ func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, 
 
 // Signal sends sig to the container's main process.
 func (d *DockerEngine) Signal(ctx context.Context, id, sig string) error {
+	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
 	if err := d.cli.ContainerKill(ctx, id, sig); err != nil {
 		return fmt.Errorf("signal %s to %s: %w", sig, shortID(id), err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,9 +27,15 @@ type fakeEngine struct {
 	containers []Container
 	listErr    error
 	validate   func(confDir string) (int, string) // nginx -t
+	signalErr  error
 	confDir    string
 	execs      int
 	signals    int
+	signalled  []string        // container IDs, in order
+	notNginx   map[string]bool // containers where nginx -V fails
+	events     chan string     // nil: a stream that never sends
+	eventErrs  chan error
+	subscribed int
 }
 
 func (f *fakeEngine) List(context.Context) ([]Container, error) {
@@ -38,13 +45,34 @@ func (f *fakeEngine) List(context.Context) ([]Container, error) {
 }
 
 func (f *fakeEngine) Events(ctx context.Context) (<-chan string, <-chan error) {
-	return make(chan string), make(chan error)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.subscribed++
+	if f.events == nil {
+		return make(chan string), make(chan error)
+	}
+	return f.events, f.eventErrs
 }
 
-func (f *fakeEngine) Exec(_ context.Context, _ string, cmd []string) (int, string, error) {
+func (f *fakeEngine) set(cs ...Container) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.containers = append(slices.Clone(cs), testNginx)
+}
+
+func (f *fakeEngine) counts() (signals, subscribed int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.signals, f.subscribed
+}
+
+func (f *fakeEngine) Exec(_ context.Context, id string, cmd []string) (int, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(cmd) == 2 && cmd[1] == "-V" {
+		if f.notNginx[id] {
+			return 127, "exec: \"nginx\": executable file not found in $PATH", nil
+		}
 		return 0, "nginx version: nginx/1.22.1\nconfigure arguments: --with-http_v2_module", nil
 	}
 	f.execs++
@@ -55,10 +83,14 @@ func (f *fakeEngine) Exec(_ context.Context, _ string, cmd []string) (int, strin
 	return 0, "syntax is ok", nil
 }
 
-func (f *fakeEngine) Signal(context.Context, string, string) error {
+func (f *fakeEngine) Signal(_ context.Context, id, _ string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.signalErr != nil {
+		return f.signalErr
+	}
 	f.signals++
+	f.signalled = append(f.signalled, id)
 	return nil
 }
 
@@ -71,7 +103,11 @@ func quietLog() *logrus.Entry {
 func newTestController(t *testing.T, cs ...Container) (*Controller, *fakeEngine) {
 	dir := t.TempDir()
 	eng := &fakeEngine{containers: append(cs, testNginx), confDir: dir}
-	return New(eng, Options{ConfDir: dir, Webroot: "/var/www/acme"}, quietLog()), eng
+	return newController(eng, Options{ConfDir: dir, Webroot: "/var/www/acme"}), eng
+}
+
+func newController(eng *fakeEngine, opts Options) *Controller {
+	return New(eng, NewNginx(eng, opts.NginxName, "", ""), opts, quietLog())
 }
 
 // far apart enough that the reload pacer never holds a pass in these tests.
@@ -87,7 +123,7 @@ func TestUnchangedStateWritesAndReloadsNothing(t *testing.T) {
 	}
 	fi, _ := os.Stat(filepath.Join(c.opts.ConfDir, "berth-a.test.conf"))
 	// A fresh controller, as after a berth restart, must find nothing to do.
-	c2 := New(eng, c.opts, quietLog())
+	c2 := newController(eng, c.opts)
 	passAt(c2, 1)
 	passAt(c, 2)
 	if eng.signals != 1 || eng.execs != 1 {
@@ -255,15 +291,16 @@ func TestProbeTriesEachNginxAddressAndNeverFollowsRedirects(t *testing.T) {
 		fmt.Fprintf(w, "%s %s", r.Host, r.URL.Path)
 	}))
 	defer srv.Close()
-	closed := httptest.NewServer(http.NotFoundHandler())
-	closed.Close() // an address berth cannot reach, as on a network it does not share
 	c, _ := newTestController(t)
-	c.nginxAddrs = []string{strings.TrimPrefix(closed.URL, "http://"), strings.TrimPrefix(srv.URL, "http://")}
-	body, err := c.Probe(context.Background(), "a.test", "/.well-known/acme-challenge/x")
+	n := c.nginx
+	// 127.0.0.2 refuses: an address berth cannot reach, as on a network it does not share.
+	n.addrs = []string{"127.0.0.2", "127.0.0.1"}
+	n.httpPort = strings.TrimPrefix(srv.URL, "http://127.0.0.1:")
+	body, err := n.Probe(context.Background(), "a.test", "/.well-known/acme-challenge/x")
 	if err != nil || body != "a.test /.well-known/acme-challenge/x" {
 		t.Fatalf("Probe = %q, %v", body, err)
 	}
-	if _, err := c.Probe(context.Background(), "moved.test", "/x"); err == nil || !strings.Contains(err.Error(), "301") {
+	if _, err := n.Probe(context.Background(), "moved.test", "/x"); err == nil || !strings.Contains(err.Error(), "301") {
 		t.Fatalf("a redirected challenge path passed the self-check: %v", err)
 	}
 }

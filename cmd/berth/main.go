@@ -125,23 +125,19 @@ func serve(s settings, log *logrus.Entry) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "nginx": s.NginxContainer, "acme_ca": s.ACMECA}).Info("berth starting")
+	nginx := newNginx(engine, s)
 	opts := s.controllerOptions()
-	var ctl *controller.Controller
 	var mgr *acme.Manager
 	if s.acmeEnabled() {
-		mgr, err = newManager(s, log, func() { ctl.Poke("certificate stored") }, func(ctx context.Context, host, path string) (string, error) {
-			return ctl.Probe(ctx, host, path)
-		})
-		if err != nil {
+		if mgr, err = newManager(s, log, nginx); err != nil {
 			log.WithError(err).Error("cannot start")
 			return 1
 		}
-		opts.Certs = func() map[string]nginxconf.TLS { return tlsFiles(mgr.Certs()) }
-		opts.Want = mgr.Want
+		opts.Certs = certificates{mgr}
 	}
-	ctl = controller.New(engine, opts, log)
+	ctl := controller.New(engine, nginx, opts, log)
 	if mgr != nil {
-		go mgr.Run(ctx) // after ctl is set: the manager calls back into it
+		go mgr.Run(ctx)
 	}
 	if err := ctl.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
@@ -151,16 +147,24 @@ func serve(s settings, log *logrus.Entry) int {
 	return 0
 }
 
+// newNginx builds the locator of berth's nginx, which knows berth's own
+// container (to prefer the nginx on its network).
+func newNginx(engine controller.Engine, s settings) *controller.Nginx {
+	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
+	cgroup, _ := os.ReadFile("/proc/self/cgroup")
+	hostname, _ := os.Hostname()
+	return controller.NewNginx(engine, s.NginxContainer, controller.SelfID(string(mountinfo), string(cgroup), hostname), s.ProbeAddr)
+}
+
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
-func newManager(s settings, log *logrus.Entry, notify func(), probe acme.Prober) (*acme.Manager, error) {
+func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
 		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
 		Probe:    probe,
-		Notify:   notify,
 		Log:      log.WithField("component", "acme"),
 	})
 }
@@ -170,14 +174,21 @@ func withLog(c acme.AccountConfig, log *logrus.Entry) acme.AccountConfig {
 	return c
 }
 
-// tlsFiles adapts the certificate manager's view to the renderer's input.
-func tlsFiles(certs map[string]acme.Paths) map[string]nginxconf.TLS {
-	out := make(map[string]nginxconf.TLS, len(certs))
+// certificates adapts the certificate manager to what the loop needs.
+type certificates struct{ m *acme.Manager }
+
+func (c certificates) Certs() map[string]controller.CertFiles {
+	certs := c.m.Certs()
+	out := make(map[string]controller.CertFiles, len(certs))
 	for host, p := range certs {
-		out[host] = nginxconf.TLS{CertFile: p.Chain, KeyFile: p.Key}
+		out[host] = controller.CertFiles{Chain: p.Chain, Key: p.Key, Serial: p.Serial}
 	}
 	return out
 }
+
+func (c certificates) Want(sets [][]string, served []string) { c.m.Want(sets, served) }
+func (c certificates) InUse(files []string)                  { c.m.InUse(files) }
+func (c certificates) Changed() <-chan struct{}              { return c.m.Changed() }
 
 // prepareDirs checks the conf dir exists (it is nginx's: berth must not
 // invent it) and creates the challenge directory in the webroot.
@@ -209,7 +220,18 @@ func render(s settings, stdout io.Writer, log *logrus.Entry) int {
 		return 1
 	}
 	defer engine.Close()
-	files, err := controller.Render(context.Background(), engine, s.controllerOptions(), log)
+	opts := s.controllerOptions()
+	if s.acmeEnabled() {
+		// The same certificates the daemon serves, read from the store;
+		// nothing is ordered (the manager does not run).
+		mgr, err := newManager(s, log, nil)
+		if err != nil {
+			log.WithError(err).Error("render")
+			return 1
+		}
+		opts.Certs = certificates{mgr}
+	}
+	files, err := controller.Render(context.Background(), engine, newNginx(engine, s), opts, log)
 	if err != nil {
 		log.WithError(err).Error("render")
 		return 1

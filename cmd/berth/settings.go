@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/berthproxy/berth/acme"
@@ -21,6 +23,7 @@ type settings struct {
 	ACMEEABKID, ACMEEABHMAC              string
 	ACMEKeyType, ACMEProfile             string
 	ProbeAddr                            string
+	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
 	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
@@ -58,6 +61,11 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.ProbeAddr, "probe-addr", "BERTH_PROBE_ADDR", "", "host:port where berth reaches nginx's port 80 for the challenge self-check (default: the nginx container's address)")
 	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
+	trusted := envOr("BERTH_TRUSTED_PROXIES", "")
+	fs.Func("trusted-proxies", "comma-separated CIDRs of a CDN or load balancer in front whose X-Forwarded-For is honoured (env BERTH_TRUSTED_PROXIES)", func(v string) error {
+		trusted = v
+		return nil
+	})
 	resync := envOr("BERTH_RESYNC", controller.DefaultResync.String())
 	fs.Func("resync", fmt.Sprintf("period of the full resync (env BERTH_RESYNC, default %s)", resync), func(v string) error {
 		resync = v
@@ -79,6 +87,9 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
 	}
 	s.Resync = d
+	if s.TrustedProxies, err = parseCIDRs(trusted); err != nil {
+		return s, fmt.Errorf("BERTH_TRUSTED_PROXIES: %w", err)
+	}
 	if (s.ACMEEABKID == "") != (s.ACMEEABHMAC == "") {
 		return s, fmt.Errorf("BERTH_ACME_EAB_KID and BERTH_ACME_EAB_HMAC go together: set both or neither")
 	}
@@ -110,10 +121,32 @@ func envOr(name, def string) string {
 
 func (s settings) controllerOptions() controller.Options {
 	return controller.Options{
-		ConfDir:   s.ConfDir,
-		Webroot:   s.Webroot,
-		NginxName: s.NginxContainer,
-		Resync:    s.Resync,
-		ProbeAddr: s.ProbeAddr,
+		ConfDir:        s.ConfDir,
+		Webroot:        s.Webroot,
+		NginxName:      s.NginxContainer,
+		Resync:         s.Resync,
+		TrustedProxies: s.TrustedProxies,
 	}
+}
+
+// parseCIDRs reads a comma-separated list of addresses and CIDRs, naming
+// the first that is neither.
+func parseCIDRs(v string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(part); err == nil {
+			out = append(out, p.Masked().String())
+			continue
+		}
+		a, err := netip.ParseAddr(part)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR", part)
+		}
+		out = append(out, a.String())
+	}
+	return out, nil
 }

@@ -109,6 +109,7 @@ type Pebble struct {
 // once per machine.
 func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	t.Helper()
+	SkipShort(t, "runs Pebble")
 	if opts.HTTPPort <= 0 || opts.HTTPPort > 65535 {
 		t.Fatalf("StartPebble: PebbleOptions.HTTPPort %d is not a port", opts.HTTPPort)
 	}

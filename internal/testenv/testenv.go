@@ -50,6 +50,15 @@ func unavailable(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
+// SkipShort skips an integration or e2e test under `go test -short`, which
+// runs only the fast unit layer (CI and the README's command run all).
+func SkipShort(t testing.TB, why string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: " + why)
+	}
+}
+
 var dockerCheck struct {
 	once sync.Once
 	err  error
@@ -60,6 +69,7 @@ var dockerCheck struct {
 // of labelled objects (see CleanupLeftovers).
 func RequireDocker(t testing.TB) {
 	t.Helper()
+	SkipShort(t, "needs the Docker engine")
 	dockerCheck.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -80,6 +90,7 @@ func RequireDocker(t testing.TB) {
 // there is none (failing it under CI=true).
 func RequireNginx(t testing.TB) string {
 	t.Helper()
+	SkipShort(t, "runs a real nginx")
 	if p, err := exec.LookPath("nginx"); err == nil {
 		return p
 	}
