@@ -129,9 +129,9 @@ func serve(s settings, log *logrus.Entry) int {
 	var ctl *controller.Controller
 	var mgr *acme.Manager
 	if s.acmeEnabled() {
-		mgr, err = newManager(s, log, func() { ctl.Poke("certificate stored") }, func(ctx context.Context, host, path string) (string, error) {
+		mgr, err = newManager(s, log, acme.ProbeFunc(func(ctx context.Context, host, path string) (string, error) {
 			return ctl.Probe(ctx, host, path)
-		})
+		}))
 		if err != nil {
 			log.WithError(err).Error("cannot start")
 			return 1
@@ -142,6 +142,16 @@ func serve(s settings, log *logrus.Entry) int {
 	ctl = controller.New(engine, opts, log)
 	if mgr != nil {
 		go mgr.Run(ctx) // after ctl is set: the manager calls back into it
+		go func() {     // minimal wiring until the lead's rewrite: Changed pokes the loop
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-mgr.Changed():
+					ctl.Poke("certificates changed")
+				}
+			}
+		}()
 	}
 	if err := ctl.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
@@ -153,14 +163,13 @@ func serve(s settings, log *logrus.Entry) int {
 
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
-func newManager(s settings, log *logrus.Entry, notify func(), probe acme.Prober) (*acme.Manager, error) {
+func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
 		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
 		Probe:    probe,
-		Notify:   notify,
 		Log:      log.WithField("component", "acme"),
 	})
 }
