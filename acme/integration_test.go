@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,9 @@ func newRig(t *testing.T, profiles map[string]time.Duration, extraConf func(http
 
 // newRigWith is newRig with Pebble options (HTTPPort is set here).
 func newRigWith(t *testing.T, popts testenv.PebbleOptions, extraConf func(httpAddr string) string) *rig {
+	if testing.Short() {
+		t.Skip("Pebble and nginx integration test; skipped under -short")
+	}
 	bin := testenv.RequireNginx(t)
 	r := &rig{t: t, stored: make(chan struct{}, 16), profile: "default"}
 	r.prefix = testenv.NginxPrefix(t, testenv.NginxBuild(t, bin, "-V"))
@@ -124,18 +128,33 @@ func (r *rig) start(selfCheck bool) (m *acme.Manager, stop func()) {
 	l := logrus.New()
 	l.SetOutput(testWriter{r.t})
 	opts := acme.Options{Store: acme.Store{Dir: r.certs}, Issuer: r.issuer(), Webroot: r.webroot, StateDir: r.state,
-		Notify: func() { r.stored <- struct{}{} }, Log: logrus.NewEntry(l)}
+		Log: logrus.NewEntry(l)}
 	if selfCheck {
-		opts.Probe = r.probe
+		opts.Probe = acme.ProbeFunc(r.probe)
 	}
 	m, err := acme.NewManager(opts)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	stop = func() { cancel(); <-done }
+	done := make(chan struct{}, 2)
+	go func() { m.Run(ctx); done <- struct{}{} }()
+	go func() { // what the controller does with Changed
+		defer func() { done <- struct{}{} }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-m.Changed():
+				select {
+				case r.stored <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done; <-done }) }
 	r.t.Cleanup(stop)
 	return m, stop
 }
@@ -303,7 +322,7 @@ func TestRevokeStopsServingAndHoldsTheName(t *testing.T) {
 	if !r.pebble.Revoked(t, st.ChainPEM) {
 		t.Fatal("Pebble does not consider the certificate revoked")
 	}
-	r.waitStored(45 * time.Second) // the daemon's refresh notices and notifies
+	r.waitStored(10 * time.Second) // the daemon's refresh notices within a couple of seconds
 	if _, ok := m.Certs()["rev.test"]; ok {
 		t.Fatal("a revoked certificate is still served")
 	}

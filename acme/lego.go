@@ -34,6 +34,8 @@ import (
 	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/internal/atomicfile"
 )
 
 // CA directory shortcuts accepted by BERTH_ACME_CA.
@@ -114,7 +116,7 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 	routeLegoLog(cfg.Log)
 	dirURL := DirectoryURL(cfg.CA)
 	accDir := filepath.Join(cfg.StateDir, "accounts", accountDirName(dirURL))
-	acc, err := loadAccount(accDir, cfg.Email)
+	acc, err := loadAccount(accDir, cfg.Email, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -159,24 +161,37 @@ func accountDirName(dirURL string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func loadAccount(dir, email string) (*account, error) {
+// loadAccount reads the account key and registration. A corrupt key is
+// moved aside with its registration and a new key is made (a new account
+// is registered); a corrupt registration is moved aside and the key is
+// registered again (the CA returns the same account). Either way berth
+// starts.
+func loadAccount(dir, email string, log *logrus.Entry) (*account, error) {
 	acc := &account{Email: email}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "key.pem"))
-	if errors.Is(err, os.ErrNotExist) {
+	keyFile, regFile := filepath.Join(dir, "key.pem"), filepath.Join(dir, "account.json")
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("account key: %w", err)
+	}
+	if err == nil {
+		if acc.key, err = certcrypto.ParsePEMPrivateKey(keyPEM); err != nil {
+			setAside(log, keyFile, err, "a new ACME account key is made and registered")
+			if _, err := os.Stat(regFile); err == nil {
+				setAside(log, regFile, errors.New("registration of an unreadable key"), "it is replaced by the new registration")
+			}
+		}
+	}
+	if acc.key == nil {
 		if acc.key, err = certcrypto.GeneratePrivateKey(certcrypto.EC256); err != nil {
 			return nil, err
 		}
 		return acc, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("account key: %w", err)
-	}
-	if acc.key, err = certcrypto.ParsePEMPrivateKey(keyPEM); err != nil {
-		return nil, fmt.Errorf("account key %s: %w", filepath.Join(dir, "key.pem"), err)
-	}
-	if raw, err := os.ReadFile(filepath.Join(dir, "account.json")); err == nil {
+	if raw, err := os.ReadFile(regFile); err == nil {
 		var stored account
-		if json.Unmarshal(raw, &stored) == nil && stored.Email == email {
+		if err := json.Unmarshal(raw, &stored); err != nil {
+			setAside(log, regFile, err, "the account key is registered again")
+		} else if stored.Email == email {
 			acc.Registration = stored.Registration
 		}
 	}
@@ -187,11 +202,11 @@ func saveAccount(dir string, acc *account) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("account dir: %w", err)
 	}
-	if err := writeFile(filepath.Join(dir, "key.pem"), certcrypto.PEMEncode(acc.key), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, "key.pem"), certcrypto.PEMEncode(acc.key), 0o600); err != nil {
 		return fmt.Errorf("account key: %w", err)
 	}
 	raw, _ := json.MarshalIndent(acc, "", "  ")
-	return writeFile(filepath.Join(dir, "account.json"), raw, 0o600)
+	return atomicfile.Write(filepath.Join(dir, "account.json"), raw, 0o600)
 }
 
 // accountKnown asks the CA whether the stored account still exists. Any
@@ -374,7 +389,7 @@ func (w webrootProvider) Present(domain, token, keyAuth string) error {
 	for d := dir; d != filepath.Dir(w.dir) && d != "/"; d = filepath.Dir(d) {
 		_ = os.Chmod(d, 0o755)
 	}
-	return writeFile(w.path(token), []byte(keyAuth), 0o644)
+	return atomicfile.Write(w.path(token), []byte(keyAuth), 0o644)
 }
 
 func (w webrootProvider) CleanUp(domain, token, keyAuth string) error {

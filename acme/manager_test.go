@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -31,6 +32,7 @@ type fakeCA struct {
 	limit   time.Duration   // when set, every order is rate-limited with this Retry-After
 	life    time.Duration
 	orders  [][]string
+	times   []time.Time // when each order was placed (the bubble's clock)
 	replace []*x509.Certificate
 }
 
@@ -51,6 +53,7 @@ func (f *fakeCA) Obtain(_ context.Context, names []string, replaces *x509.Certif
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.orders = append(f.orders, slices.Clone(names))
+	f.times = append(f.times, time.Now())
 	f.replace = append(f.replace, replaces)
 	if f.limit > 0 {
 		return Issued{}, &OrderError{Err: errors.New("too many certificates"), RateLimited: true, RetryAfter: f.limit}
@@ -81,36 +84,69 @@ func (f *fakeCA) Obtain(_ context.Context, names []string, replaces *x509.Certif
 func (f *fakeCA) RenewalInfo(context.Context, *x509.Certificate) (*Window, error) { return nil, nil }
 func (f *fakeCA) Revoke(context.Context, []byte) error                            { return nil }
 
+func (f *fakeCA) setFail(name string, fail bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[name] = fail
+}
+
+func (f *fakeCA) ordersSoFar() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.orders)
+}
+
 func (f *fakeCA) orderCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.orders)
 }
 
+// env is one daemon's world: its directories and its CA. Loop tests run
+// inside a synctest bubble, so the manager's timers run on a fake clock
+// and no test sleeps for real.
 type env struct {
 	certs, state, webroot string
 	ca                    *fakeCA
-	notified              chan struct{}
 }
 
 func newEnv(t *testing.T) *env {
-	return &env{certs: t.TempDir(), state: t.TempDir(), webroot: t.TempDir(), ca: newFakeCA(t), notified: make(chan struct{}, 100)}
+	return &env{certs: t.TempDir(), state: t.TempDir(), webroot: t.TempDir(), ca: newFakeCA(t)}
+}
+
+// bubble runs f in a synctest bubble with a fresh env.
+func bubble(t *testing.T, f func(t *testing.T, e *env)) {
+	synctest.Test(t, func(t *testing.T) { f(t, newEnv(t)) })
 }
 
 func (e *env) manager(t *testing.T, probe Prober) *Manager {
 	return e.managerWith(t, Options{Probe: probe})
 }
 
-func (e *env) managerWith(t *testing.T, o Options) *Manager {
+func (e *env) store() Store { return Store{Dir: e.certs, Log: quietLog()} }
+
+func quietLog() *logrus.Entry {
 	l := logrus.New()
 	l.SetOutput(io.Discard)
-	o.Store, o.Issuer, o.Webroot, o.StateDir = Store{Dir: e.certs}, e.ca, e.webroot, e.state
-	o.Notify, o.Log = func() { e.notified <- struct{}{} }, logrus.NewEntry(l)
+	return logrus.NewEntry(l)
+}
+
+func (e *env) managerWith(t *testing.T, o Options) *Manager {
+	o.Store, o.Issuer, o.Webroot, o.StateDir, o.Log = e.store(), e.ca, e.webroot, e.state, quietLog()
 	m, err := NewManager(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+func (e *env) names(t *testing.T) map[string]NameState {
+	t.Helper()
+	names, _, err := newNameBook(e.state, quietLog()).read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 func run(t *testing.T, m *Manager) {
@@ -120,199 +156,240 @@ func run(t *testing.T, m *Manager) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+// changed waits for Changed within d of the bubble's clock.
+func changed(t *testing.T, m *Manager, d time.Duration, what string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-m.Changed():
+	case <-time.After(d):
+		t.Fatalf("Changed() did not fire within %v after %s", d, what)
 	}
 }
 
 func TestObtainStoresFilesAndSurvivesRestartWithoutReissue(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"a.test", "www.a.test"}}, nil)
-	<-e.notified
-	certs := m.Certs()
-	if len(certs) != 2 || certs["a.test"] != certs["www.a.test"] {
-		t.Fatalf("Certs() = %v, want both names on one certificate", certs)
-	}
-	if fi, err := os.Stat(certs["a.test"].Key); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("private key: %v, mode %v; want 0600", err, fi.Mode().Perm())
-	}
-	st, err := Store{Dir: e.certs}.Load("a.test")
-	if err != nil || !slices.Equal(st.Meta.Domains, []string{"a.test", "www.a.test"}) {
-		t.Fatalf("stored: %v %+v", err, st)
-	}
+	bubble(t, func(t *testing.T, e *env) {
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"a.test", "www.a.test"}}, nil)
+		changed(t, m, time.Minute, "the first order")
+		certs := m.Certs()
+		if len(certs) != 2 || certs["a.test"] != certs["www.a.test"] || certs["a.test"].Name != "a.test" {
+			t.Fatalf("Certs() = %v, want both names on one certificate", certs)
+		}
+		if fi, err := os.Stat(certs["a.test"].Key); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("private key: %v, mode %v; want 0600", err, fi.Mode().Perm())
+		}
+		st, err := e.store().Load("a.test")
+		if err != nil || !slices.Equal(st.Meta.Domains, []string{"a.test", "www.a.test"}) {
+			t.Fatalf("stored: %v %+v", err, st)
+		}
+		if got := certs["a.test"].Serial; got != st.Leaf.SerialNumber.Text(16) {
+			t.Fatalf("Serial %q, want the leaf's %q", got, st.Leaf.SerialNumber.Text(16))
+		}
 
-	restarted := e.manager(t, nil)
-	if got := restarted.Certs(); len(got) != 2 {
-		t.Fatalf("after restart Certs() = %v; stored certificates must be served at once", got)
-	}
-	run(t, restarted)
-	restarted.Want([][]string{{"a.test", "www.a.test"}}, nil)
-	time.Sleep(50 * time.Millisecond) // give a wrong re-issue the chance to happen
-	if n := e.ca.orderCount(); n != 1 {
-		t.Fatalf("%d orders after a restart; a valid certificate must not be re-issued", n)
-	}
+		restarted := e.manager(t, nil)
+		if got := restarted.Certs(); len(got) != 2 {
+			t.Fatalf("after restart Certs() = %v; stored certificates must be served at once", got)
+		}
+		run(t, restarted)
+		restarted.Want([][]string{{"a.test", "www.a.test"}}, nil)
+		time.Sleep(time.Hour)
+		if n := e.ca.orderCount(); n != 1 {
+			t.Fatalf("%d orders after a restart; a valid certificate must not be re-issued", n)
+		}
+	})
 }
 
 func TestAFailingNameDoesNotHoldBackTheOthersAndItsBackoffPersists(t *testing.T) {
-	e := newEnv(t)
-	e.ca.fail["bad.test"] = true
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"bad.test", "good.test"}}, nil)
-	<-e.notified
-	certs := m.Certs()
-	if _, ok := certs["good.test"]; !ok || len(certs) != 1 {
-		t.Fatalf("Certs() = %v, want good.test only", certs)
-	}
-	names, _ := stateFile{e.state + "/names.json"}.load()
-	bad := names["bad.test"]
-	if bad.Failures != 1 || time.Until(bad.NextAttempt) < 4*time.Minute || !strings.Contains(bad.LastError, "validation failed") {
-		t.Fatalf("bad.test state %+v", bad)
-	}
-	// A restart must not retry bad.test before its backoff ends.
-	before := e.ca.orderCount()
-	restarted := e.manager(t, nil)
-	run(t, restarted)
-	restarted.Want([][]string{{"bad.test", "good.test"}}, nil)
-	time.Sleep(50 * time.Millisecond)
-	if n := e.ca.orderCount(); n != before {
-		t.Fatalf("restart placed %d new orders during backoff", n-before)
-	}
+	bubble(t, func(t *testing.T, e *env) {
+		e.ca.fail["bad.test"] = true
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"bad.test", "good.test"}}, nil)
+		changed(t, m, time.Minute, "the order")
+		certs := m.Certs()
+		if _, ok := certs["good.test"]; !ok || len(certs) != 1 {
+			t.Fatalf("Certs() = %v, want good.test only", certs)
+		}
+		bad := e.names(t)["bad.test"]
+		if bad.Failures != 1 || time.Until(bad.NextAttempt) != 5*time.Minute || !strings.Contains(bad.LastError, "validation failed") {
+			t.Fatalf("bad.test state %+v", bad)
+		}
+		// A restart must not retry bad.test before its backoff ends.
+		before := e.ca.orderCount()
+		restarted := e.manager(t, nil)
+		run(t, restarted)
+		restarted.Want([][]string{{"bad.test", "good.test"}}, nil)
+		time.Sleep(4 * time.Minute)
+		if n := e.ca.orderCount(); n != before {
+			t.Fatalf("restart placed %d new orders during backoff", n-before)
+		}
+	})
+}
+
+func TestBackoffDoublesFromFiveMinutes(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		e.ca.fail["a.test"] = true
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"a.test"}}, nil)
+		time.Sleep(2*time.Hour + time.Minute)
+		synctest.Wait()
+		e.ca.mu.Lock()
+		times := slices.Clone(e.ca.times)
+		e.ca.mu.Unlock()
+		want := []time.Duration{5 * time.Minute, 10 * time.Minute, 20 * time.Minute, 40 * time.Minute}
+		if len(times) != len(want)+1 {
+			t.Fatalf("%d orders in 2h01m, want %d (at 0, 5, 15, 35 and 75 minutes)", len(times), len(want)+1)
+		}
+		for i, w := range want {
+			if got := times[i+1].Sub(times[i]); got != w {
+				t.Errorf("retry %d came after %v, want %v", i+1, got, w)
+			}
+		}
+	})
 }
 
 func TestRateLimitHonoursRetryAfter(t *testing.T) {
-	e := newEnv(t)
-	e.ca.limit = 3 * time.Hour
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"a.test"}}, nil)
-	waitFor(t, "an order", func() bool { return e.ca.orderCount() == 1 })
-	waitFor(t, "backoff state", func() bool {
-		names, _ := stateFile{e.state + "/names.json"}.load()
-		return time.Until(names["a.test"].NextAttempt) > 2*time.Hour+59*time.Minute
+	bubble(t, func(t *testing.T, e *env) {
+		e.ca.limit = 3 * time.Hour
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"a.test"}}, nil)
+		time.Sleep(time.Minute)
+		if got := time.Until(e.names(t)["a.test"].NextAttempt); got != 3*time.Hour-time.Minute {
+			t.Fatalf("retry in %v, want the CA's 3h", got)
+		}
+		time.Sleep(3*time.Hour - 2*time.Minute)
+		if n := e.ca.orderCount(); n != 1 {
+			t.Fatalf("%d orders before the CA's Retry-After", n)
+		}
 	})
 }
 
 func TestSelfCheckStopsOrdersForABrokenChallengePath(t *testing.T) {
-	e := newEnv(t)
-	probe := func(_ context.Context, host, path string) (string, error) {
-		if host == "broken.test" {
-			return "<html>welcome to nginx</html>", nil
+	bubble(t, func(t *testing.T, e *env) {
+		probe := ProbeFunc(func(_ context.Context, host, path string) (string, error) {
+			if host == "broken.test" {
+				return "<html>welcome to nginx</html>", nil
+			}
+			data, err := os.ReadFile(e.webroot + path)
+			return string(data), err
+		})
+		m := e.manager(t, probe)
+		run(t, m)
+		m.Want([][]string{{"broken.test", "ok.test"}}, nil)
+		changed(t, m, time.Minute, "the order")
+		for _, order := range e.ca.ordersSoFar() {
+			if slices.Contains(order, "broken.test") {
+				t.Fatalf("broken.test reached the CA: %v", e.ca.orders)
+			}
 		}
-		data, err := os.ReadFile(e.webroot + path)
-		return string(data), err
-	}
-	m := e.manager(t, probe)
-	run(t, m)
-	m.Want([][]string{{"broken.test", "ok.test"}}, nil)
-	<-e.notified
-	for _, order := range e.ca.orders {
-		if slices.Contains(order, "broken.test") {
-			t.Fatalf("broken.test reached the CA: %v", e.ca.orders)
+		if st := e.names(t)["broken.test"]; !strings.Contains(st.LastError, "self-check") {
+			t.Fatalf("broken.test state %+v", st)
 		}
-	}
-	names, _ := stateFile{e.state + "/names.json"}.load()
-	if !strings.Contains(names["broken.test"].LastError, "self-check") {
-		t.Fatalf("broken.test state %+v", names["broken.test"])
-	}
-	if entries, _ := os.ReadDir(e.webroot + "/.well-known/acme-challenge"); len(entries) != 0 {
-		t.Fatalf("probe files left in the webroot: %v", entries)
-	}
+		if entries, _ := os.ReadDir(e.webroot + "/.well-known/acme-challenge"); len(entries) != 0 {
+			t.Fatalf("probe files left in the webroot: %v", entries)
+		}
+	})
 }
 
 func TestUnissuableNamesAreNeverOrdered(t *testing.T) {
-	e := newEnv(t)
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}}, nil)
-	<-e.notified
-	if len(e.ca.orders) != 1 || !slices.Equal(e.ca.orders[0], []string{"real.test"}) {
-		t.Fatalf("orders %v", e.ca.orders)
-	}
+	bubble(t, func(t *testing.T, e *env) {
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}}, nil)
+		changed(t, m, time.Minute, "the order")
+		if orders := e.ca.ordersSoFar(); len(orders) != 1 || !slices.Equal(orders[0], []string{"real.test"}) {
+			t.Fatalf("orders %v", orders)
+		}
+	})
 }
 
-func TestRenewalReplacesTheOldCertificateAndKeepsItUntilThen(t *testing.T) {
-	e := newEnv(t)
-	e.ca.life = 3 * time.Second // renews at half life
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"a.test"}}, nil)
-	<-e.notified
-	first, _ := Store{Dir: e.certs}.Load("a.test")
-	<-e.notified // the renewal
-	e.ca.mu.Lock()
-	replaced := e.ca.replace[1]
-	e.ca.mu.Unlock()
-	if replaced == nil || replaced.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
-		t.Fatal("the renewal did not name the certificate it replaces")
-	}
-	second, _ := Store{Dir: e.certs}.Load("a.test")
-	if second.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
-		t.Fatal("the stored certificate was not replaced")
-	}
+func TestRenewalHappensAtThePlannedTimeAndChangesThePaths(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		e.ca.life = time.Hour // renews at half life, jitter up to 3 minutes earlier
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"a.test"}}, nil)
+		changed(t, m, time.Minute, "the first order")
+		first, _ := e.store().Load("a.test")
+		before := m.Certs()["a.test"]
+		m.mu.Lock()
+		renewAt := m.certs["a.test"].renewAt
+		m.mu.Unlock()
+		if d := renewAt.Sub(first.Leaf.NotBefore); d > 30*time.Minute || d < 27*time.Minute {
+			t.Fatalf("renewal planned %v after issue, want 27-30 minutes", d)
+		}
+		time.Sleep(time.Until(renewAt) - time.Second)
+		synctest.Wait()
+		if n := e.ca.orderCount(); n != 1 {
+			t.Fatalf("%d orders a second before the planned renewal", n)
+		}
+		changed(t, m, 2*time.Second, "the planned renewal time")
+		if n := e.ca.orderCount(); n != 2 {
+			t.Fatalf("%d orders after the planned renewal time, want 2", n)
+		}
+		e.ca.mu.Lock()
+		replaced := e.ca.replace[1]
+		e.ca.mu.Unlock()
+		if replaced == nil || replaced.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
+			t.Fatal("the renewal did not name the certificate it replaces")
+		}
+		after := m.Certs()["a.test"]
+		if after.Chain == before.Chain || after.Key == before.Key || after.Serial == before.Serial {
+			t.Fatalf("a renewal must change the paths nginx is given: before %+v, after %+v", before, after)
+		}
+	})
 }
 
 func TestUnusedCertificatesAreKeptForTheGracePeriodThenRemoved(t *testing.T) {
-	e := newEnv(t)
-	const grace = 300 * time.Millisecond
-	m := e.managerWith(t, Options{UnusedGrace: grace})
-	run(t, m)
-	m.Want([][]string{{"gone.test"}, {"kept.test"}}, []string{"gone.test", "kept.test"})
-	<-e.notified
-	<-e.notified
-	// gone.test's container stops: no site uses it any more.
-	m.Want([][]string{{"kept.test"}}, []string{"kept.test"})
-	stopped := time.Now()
-	if _, ok := m.Certs()["gone.test"]; !ok {
-		t.Fatal("a certificate was dropped as soon as its container stopped")
-	}
-	waitFor(t, "the unused certificate to be removed", func() bool {
-		_, err := Store{Dir: e.certs}.Load("gone.test")
-		return errors.Is(err, ErrNotFound)
+	bubble(t, func(t *testing.T, e *env) {
+		const grace = 3 * time.Hour
+		m := e.managerWith(t, Options{UnusedGrace: grace})
+		run(t, m)
+		m.Want([][]string{{"gone.test"}, {"kept.test"}}, []string{"gone.test", "kept.test"})
+		time.Sleep(time.Minute)
+		if len(m.Certs()) != 2 {
+			t.Fatalf("Certs() = %v", m.Certs())
+		}
+		<-m.Changed() // the stores
+		// gone.test's container stops: no site uses it any more.
+		m.Want([][]string{{"kept.test"}}, []string{"kept.test"})
+		time.Sleep(grace - time.Hour) // last use is kept to the hour
+		if _, ok := m.Certs()["gone.test"]; !ok {
+			t.Fatal("a certificate was dropped before the grace period")
+		}
+		changed(t, m, time.Hour+time.Minute, "the grace period")
+		if _, err := e.store().Load("gone.test"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Load(gone.test) = %v, want ErrNotFound", err)
+		}
+		if _, ok := m.Certs()["gone.test"]; ok {
+			t.Fatal("a removed certificate is still offered")
+		}
+		if _, err := e.store().Load("kept.test"); err != nil {
+			t.Fatalf("a certificate in use was removed: %v", err)
+		}
 	})
-	if since := time.Since(stopped); since < grace {
-		t.Fatalf("removed after %v, before the grace period of %v", since, grace)
-	}
-	if _, ok := m.Certs()["gone.test"]; ok {
-		t.Fatal("a removed certificate is still offered")
-	}
-	if _, err := (Store{Dir: e.certs}).Load("kept.test"); err != nil {
-		t.Fatalf("a certificate in use was removed: %v", err)
-	}
 }
 
 func TestAFailedRenewalKeepsTheOldCertificateInService(t *testing.T) {
-	e := newEnv(t)
-	e.ca.life = 6 * time.Second // renewal due at half life, 3 s in
-	m := e.manager(t, nil)
-	run(t, m)
-	m.Want([][]string{{"a.test"}}, []string{"a.test"})
-	<-e.notified
-	first, _ := Store{Dir: e.certs}.Load("a.test")
-	e.ca.mu.Lock()
-	e.ca.fail["a.test"] = true
-	e.ca.mu.Unlock()
-	waitFor(t, "a failed renewal", func() bool {
-		names, _ := stateFile{e.state + "/names.json"}.load()
-		return names["a.test"].Failures > 0
+	bubble(t, func(t *testing.T, e *env) {
+		e.ca.life = time.Hour
+		m := e.manager(t, nil)
+		run(t, m)
+		m.Want([][]string{{"a.test"}}, []string{"a.test"})
+		changed(t, m, time.Minute, "the order")
+		first, _ := e.store().Load("a.test")
+		e.ca.setFail("a.test", true)
+		time.Sleep(31 * time.Minute)
+		if e.names(t)["a.test"].Failures == 0 {
+			t.Fatal("no failed renewal")
+		}
+		if got := m.Certs()["a.test"]; got.Serial != first.Leaf.SerialNumber.Text(16) {
+			t.Fatalf("Certs()[a.test] = %+v: a failed renewal took the old certificate out of service", got)
+		}
 	})
-	if time.Now().After(first.Leaf.NotAfter) {
-		t.Fatal("the failed renewal came only after expiry; nothing left to check")
-	}
-	if got := m.Certs()["a.test"]; got.Chain == "" {
-		t.Fatal("the old certificate was taken out of service by a failed renewal")
-	}
-	if st, _ := (Store{Dir: e.certs}).Load("a.test"); st.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) != 0 {
-		t.Fatal("the stored certificate changed")
-	}
 }
 
 func TestDirectoryURLShortcuts(t *testing.T) {

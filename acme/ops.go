@@ -4,15 +4,15 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 )
 
 // Operations behind the "berth certs", "berth renew" and "berth revoke"
 // commands. They run in a separate process next to the daemon and share
-// only the files: the daemon's Manager notices changes on its next refresh.
+// only the files, changed through the same owners (Store, nameBook) and
+// the same order routine as the daemon's; the daemon's refresh notices
+// within refreshInterval.
 
 // CertStatus is one line of "berth certs".
 type CertStatus struct {
@@ -33,7 +33,7 @@ type NameStatus struct {
 
 // Status reads the stored certificates and per-name state.
 func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
-	names, err := stateFile{filepath.Join(stateDir, "names.json")}.load()
+	names, _, err := newNameBook(stateDir, store.Log).load()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -78,13 +78,9 @@ func sortedNames(m map[string]NameState) []string {
 	return out
 }
 
-// findCovering returns the stored certificate that serves host.
-func findCovering(store Store, host string) (*Stored, error) {
-	return findCoveringExcept(store, host, nil)
-}
-
-// findCoveringExcept skips certificates with a name in skip (revoked).
-func findCoveringExcept(store Store, host string, skip map[string]NameState) (*Stored, error) {
+// findCovering returns the stored certificate that serves host, skipping
+// certificates with a revoked name.
+func findCovering(store Store, host string, names map[string]NameState) (*Stored, error) {
 	list, err := store.List()
 	if err != nil {
 		return nil, err
@@ -92,7 +88,7 @@ func findCoveringExcept(store Store, host string, skip map[string]NameState) (*S
 	var best *Stored
 	for _, n := range list {
 		st, err := store.Load(n)
-		if err != nil || !slices.Contains(st.Meta.Domains, host) || slices.ContainsFunc(st.Meta.Domains, func(d string) bool { return skip[d].Revoked }) {
+		if err != nil || !slices.Contains(st.Meta.Domains, host) || slices.ContainsFunc(st.Meta.Domains, func(d string) bool { return names[d].Revoked }) {
 			continue
 		}
 		if best == nil || st.Leaf.NotAfter.After(best.Leaf.NotAfter) {
@@ -110,25 +106,20 @@ func findCoveringExcept(store Store, host string, skip map[string]NameState) (*S
 // not re-issue those names until "berth renew --force". The files stay, so
 // the nginx config that still names them stays valid until then.
 func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string) (*Stored, error) {
-	sf := stateFile{filepath.Join(stateDir, "names.json")}
-	names, err := sf.load()
+	book := newNameBook(stateDir, store.Log)
+	names, _, err := book.load()
 	if err != nil {
 		return nil, err
 	}
-	st, err := findCoveringExcept(store, host, names)
+	st, err := findCovering(store, host, names)
 	if err != nil {
 		return nil, err
 	}
 	if err := issuer.Revoke(ctx, st.ChainPEM); err != nil {
 		return nil, err
 	}
-	for _, d := range st.Meta.Domains {
-		s := names[d]
-		s.Revoked = true
-		names[d] = s
-	}
-	if err := sf.save(names); err != nil {
-		return nil, err
+	if _, _, err := book.update(st.Meta.Domains, func(s NameState) NameState { s.Revoked = true; return s }); err != nil {
+		return nil, fmt.Errorf("revoked at the CA, but not recorded (berth may keep serving it): %w", err)
 	}
 	return st, nil
 }
@@ -138,61 +129,33 @@ func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer
 // certificate is not due. force also clears the names' backoff and a
 // revocation hold.
 func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string, force bool, now time.Time) (*Stored, error) {
-	names := []string{host}
-	name := host
-	var replaces *Stored
-	if st, err := findCovering(store, host); err == nil {
+	if why := Unissuable(host); why != "" {
+		return nil, fmt.Errorf("%s: %s", host, why)
+	}
+	book := newNameBook(stateDir, store.Log)
+	state, _, err := book.load()
+	if err != nil {
+		return nil, err
+	}
+	if !force && state[host].Revoked {
+		return nil, fmt.Errorf("%s was revoked; use --force to re-issue it", host)
+	}
+	if force {
+		state = nil // a revoked certificate may be renewed: that is what lifts the hold
+	}
+	names, name := []string{host}, host
+	var replaces *x509.Certificate
+	if st, err := findCovering(store, host, state); err == nil {
 		due := RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)
 		if !force && now.Before(due) {
 			return nil, fmt.Errorf("%s is not due for renewal until %s; use --force to renew now", host, due.Format(time.RFC3339))
 		}
-		names, name, replaces = st.Meta.Domains, st.Name, st
-	}
-	if why := Unissuable(host); why != "" {
-		return nil, fmt.Errorf("%s: %s", host, why)
-	}
-	sf := stateFile{filepath.Join(stateDir, "names.json")}
-	state, err := sf.load()
-	if err != nil {
-		return nil, err
+		names, name, replaces = st.Meta.Domains, st.Name, st.Leaf
 	}
 	if force {
-		for _, n := range names {
-			delete(state, n)
-		}
-		if err := sf.save(state); err != nil {
+		if _, _, err := book.update(names, func(s NameState) NameState { return NameState{LastServed: s.LastServed} }); err != nil {
 			return nil, err
 		}
 	}
-	leaf := replacesLeaf(replaces)
-	issued, err := issuer.Obtain(ctx, names, leaf)
-	if err != nil {
-		return nil, err
-	}
-	l, err := leafOf(issued.ChainPEM)
-	if err != nil {
-		return nil, err
-	}
-	meta := Meta{Domains: leafNames(l), Issuer: issuerName(l), NotBefore: l.NotBefore, NotAfter: l.NotAfter,
-		CertURL: issued.CertURL, Profile: issued.Profile, Obtained: now.UTC()}
-	if err := store.Save(name, issued.ChainPEM, issued.KeyPEM, meta); err != nil {
-		return nil, err
-	}
-	return store.Load(name)
-}
-
-func replacesLeaf(st *Stored) *x509.Certificate {
-	if st == nil {
-		return nil
-	}
-	return st.Leaf
-}
-
-// stateModTime lets the daemon notice changes made by these commands.
-func stateModTime(stateDir string) time.Time {
-	fi, err := os.Stat(filepath.Join(stateDir, "names.json"))
-	if err != nil {
-		return time.Time{}
-	}
-	return fi.ModTime()
+	return orderer{store: store, issuer: issuer, update: bookUpdate(book)}.place(ctx, name, names, replaces, now)
 }

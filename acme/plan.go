@@ -86,45 +86,101 @@ func Groups(sets [][]string) [][]string {
 
 // planJobs decides which orders are due at now and when to look again.
 // New and expanded certificates come before renewals, so a new service is
-// never queued behind routine work. Pure.
+// never queued behind routine work. Two rules keep certificates from
+// shrinking: a group whose names are all covered by ANY valid stored
+// certificate places no new order (a host list that loses its first host
+// keeps the certificate it has), and a renewal waits while one of the
+// certificate's names is backed off, unless the certificate is close to
+// expiry (then the failing name is split off). Pure.
 func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]NameState, running map[string]bool, now time.Time) ([]job, time.Time) {
 	var fresh, renewals []job
 	next := now.Add(maxSleep)
 	for _, g := range groups {
-		name := g[0]
-		if running[name] {
+		eligible, held := splitEligible(g, names, now)
+		for _, n := range held {
+			next = earliest(next, names[n].NextAttempt)
+		}
+		if len(eligible) == 0 || running[g[0]] {
 			continue
 		}
-		var eligible []string
-		for _, n := range g {
-			st := names[n]
-			switch {
-			case st.Revoked:
-			case st.NextAttempt.After(now):
-				next = earliest(next, st.NextAttempt)
-			default:
-				eligible = append(eligible, n)
-			}
+		have := covering(certs, names, eligible, g[0], now)
+		switch {
+		case have == nil:
+			fresh = append(fresh, job{cert: g[0], names: eligible})
+		case running[have.stored.Name]:
+		case now.Before(have.renewAt):
+			next = earliest(next, have.renewAt)
+		case heldBack(have, held) && !closeToExpiry(have.leaf(), now):
+			// Renewing now would drop the failing names from a certificate
+			// that still covers them; retry with them when their backoff
+			// ends, or without them once it is close to expiry.
+			next = earliest(next, splitAt(have.leaf()))
+		default:
+			renewals = append(renewals, job{cert: have.stored.Name, names: eligible, replaces: have, renewal: true})
 		}
-		if len(eligible) == 0 {
-			continue
-		}
-		ci := certs[name]
-		if ci == nil || !ci.leaf().NotAfter.After(now) || revoked(ci, names) {
-			fresh = append(fresh, job{cert: name, names: eligible})
-			continue
-		}
-		if !covers(ci.stored.Meta.Domains, eligible) {
-			fresh = append(fresh, job{cert: name, names: eligible})
-			continue
-		}
-		if now.Before(ci.renewAt) {
-			next = earliest(next, ci.renewAt)
-			continue
-		}
-		renewals = append(renewals, job{cert: name, names: eligible, replaces: ci, renewal: true})
 	}
 	return append(fresh, renewals...), next
+}
+
+// splitEligible separates the names that may be ordered now from those
+// backing off; revoked names are in neither.
+func splitEligible(g []string, names map[string]NameState, now time.Time) (eligible, held []string) {
+	for _, n := range g {
+		switch st := names[n]; {
+		case st.Revoked:
+		case st.NextAttempt.After(now):
+			held = append(held, n)
+		default:
+			eligible = append(eligible, n)
+		}
+	}
+	return eligible, held
+}
+
+// covering returns the valid, unrevoked stored certificate that covers all
+// of want: the one named prefer if it does, else the one that expires last.
+func covering(certs map[string]*certInfo, names map[string]NameState, want []string, prefer string, now time.Time) *certInfo {
+	if ci := certs[prefer]; ci != nil && usable(ci, names, now) && covers(ci.stored.Meta.Domains, want) {
+		return ci
+	}
+	var best *certInfo
+	for _, ci := range certs {
+		if usable(ci, names, now) && covers(ci.stored.Meta.Domains, want) &&
+			(best == nil || ci.leaf().NotAfter.After(best.leaf().NotAfter)) {
+			best = ci
+		}
+	}
+	return best
+}
+
+// usable: valid now and not revoked.
+func usable(ci *certInfo, names map[string]NameState, now time.Time) bool {
+	return ci.leaf().NotAfter.After(now) && !ci.leaf().NotBefore.After(now) && !revoked(ci, names)
+}
+
+func heldBack(ci *certInfo, held []string) bool {
+	for _, n := range held {
+		if slices.Contains(ci.stored.Meta.Domains, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// closeToExpiry is when a certificate has less than a sixth of its
+// lifetime left (15 days of 90, one of 6). Until then a renewal that a
+// failing name would shrink waits for that name's backoff: a shrunken
+// certificate breaks the failing name at once, a held one keeps serving it.
+// After it, the remaining names must not expire with the failing one, so
+// the failing name is split off. Renewal starts with a third (half, for
+// short-lived certificates) left, so backoff gets several tries first.
+func closeToExpiry(leaf *x509.Certificate, now time.Time) bool {
+	return !now.Before(splitAt(leaf))
+}
+
+// splitAt is when a certificate becomes close to expiry.
+func splitAt(leaf *x509.Certificate) time.Time {
+	return leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 6)
 }
 
 // maxSleep makes the manager look at every certificate at least twice a

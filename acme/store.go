@@ -7,15 +7,24 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/internal/atomicfile"
 )
 
 // ErrNotFound is returned by Store.Load for a name with no certificate.
 var ErrNotFound = errors.New("no stored certificate")
+
+// ErrForeignPath says a certificate's path holds something berth did not
+// make: berth will not order a certificate it could not publish.
+var ErrForeignPath = errors.New("not a certificate berth made")
 
 // Meta is stored next to each certificate, for operators and for renewal.
 type Meta struct {
@@ -28,9 +37,10 @@ type Meta struct {
 	Obtained  time.Time `json:"obtained"`
 }
 
-// Stored is a certificate as found on disk.
+// Stored is one version of a certificate as found on disk.
 type Stored struct {
 	Name     string
+	Version  string // the version directory, relative to the store (the link's target)
 	Meta     Meta
 	Leaf     *x509.Certificate
 	ChainPEM []byte
@@ -39,38 +49,72 @@ type Stored struct {
 
 // Store keeps certificates as real files an unmodified nginx can read:
 //
-//	<dir>/<name>/fullchain.pem   leaf + intermediates
-//	<dir>/<name>/privkey.pem     mode 0600
-//	<dir>/<name>/meta.json
+//	<dir>/.berth/<name>/<version>/fullchain.pem   leaf + intermediates
+//	<dir>/.berth/<name>/<version>/privkey.pem     mode 0600
+//	<dir>/.berth/<name>/<version>/meta.json
+//	<dir>/<name> -> .berth/<name>/<version>       the current version
 //
-// <dir>/<name> is a symlink to a version directory under <dir>/.berth/, and
-// a new version is published by renaming a new symlink over it. So the key
-// and the chain always change together: nginx, restarted at any moment,
-// reads a matching pair. Save never removes the version being replaced
-// until the next Save, so a reload in flight never loses its files.
+// A version directory is never changed after Save publishes it, and nginx
+// config names version paths: so a renewal changes the config's bytes (and
+// nginx reloads), and the key and chain nginx reads always match. The
+// <name> link is for humans and tools. Old versions stay until Prune is
+// told no file refers to them.
 type Store struct {
 	Dir string
+	// Log gets one line per file found corrupt and moved aside; nil logs
+	// to logrus's standard logger.
+	Log *logrus.Entry
 }
 
-const versionsDir = ".berth"
+const (
+	versionsDir = ".berth"
+	linkSuffix  = ".tmp-link" // a link being published; never a certificate
+)
 
-// Paths returns the files nginx reads for name.
+// Paths returns the files of name's current version through its link.
 func (s Store) Paths(name string) (chain, key string) {
 	d := filepath.Join(s.Dir, name)
 	return filepath.Join(d, "fullchain.pem"), filepath.Join(d, "privkey.pem")
 }
 
-// Load reads and checks one certificate: the key must match the leaf.
+// versionDir is the directory of a version named by a link target.
+func (s Store) versionDir(version string) string {
+	if filepath.IsAbs(version) {
+		return version
+	}
+	return filepath.Join(s.Dir, version)
+}
+
+// current returns the target of name's link, "" when there is none.
+func (s Store) current(name string) string {
+	v, _ := os.Readlink(filepath.Join(s.Dir, name))
+	return v
+}
+
+// Load reads and checks name's current version: the key must match the
+// leaf. Both files are read from the one version the link named when Load
+// began, so a concurrent Save never yields a mixed pair.
 func (s Store) Load(name string) (*Stored, error) {
-	chainFile, keyFile := s.Paths(name)
-	chain, err := os.ReadFile(chainFile)
-	if errors.Is(err, os.ErrNotExist) {
+	version, err := os.Readlink(filepath.Join(s.Dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", name, err)
 	}
-	key, err := os.ReadFile(keyFile)
+	return s.loadVersion(name, version)
+}
+
+func (s Store) loadVersion(name, version string) (*Stored, error) {
+	dir := s.versionDir(version)
+	chain, err := os.ReadFile(filepath.Join(dir, "fullchain.pem"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "privkey.pem"))
 	if err != nil {
 		return nil, fmt.Errorf("load %s key: %w", name, err)
 	}
@@ -78,14 +122,25 @@ func (s Store) Load(name string) (*Stored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: key and certificate do not match: %w", name, err)
 	}
-	st := &Stored{Name: name, Leaf: pair.Leaf, ChainPEM: chain, KeyPEM: key}
-	if raw, err := os.ReadFile(filepath.Join(s.Dir, name, "meta.json")); err == nil {
-		_ = json.Unmarshal(raw, &st.Meta) // meta is advisory; the leaf is the truth
-	}
+	st := &Stored{Name: name, Version: version, Leaf: pair.Leaf, ChainPEM: chain, KeyPEM: key}
+	s.readMeta(filepath.Join(dir, "meta.json"), &st.Meta)
+	// The leaf is the truth; meta only adds what the leaf cannot say.
 	st.Meta.Domains = leafNames(pair.Leaf)
 	st.Meta.NotBefore, st.Meta.NotAfter = pair.Leaf.NotBefore, pair.Leaf.NotAfter
 	st.Meta.Issuer = issuerName(pair.Leaf)
 	return st, nil
+}
+
+// readMeta reads advisory metadata; a corrupt file is moved aside.
+func (s Store) readMeta(path string, meta *Meta) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	if err := json.Unmarshal(raw, meta); err != nil {
+		*meta = Meta{}
+		setAside(s.Log, path, err, "the certificate is served from its own dates and names")
+	}
 }
 
 func leafNames(c *x509.Certificate) []string {
@@ -104,10 +159,11 @@ func issuerName(c *x509.Certificate) string {
 	return c.Issuer.String()
 }
 
-// List returns the names of all stored certificates, sorted.
+// List returns the names of all stored certificates, sorted: the links
+// in Dir, without hidden names and links left half-published by a crash.
 func (s Store) List() ([]string, error) {
 	entries, err := os.ReadDir(s.Dir)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
@@ -115,7 +171,7 @@ func (s Store) List() ([]string, error) {
 	}
 	var names []string
 	for _, e := range entries {
-		if e.Type()&os.ModeSymlink != 0 && !strings.HasPrefix(e.Name(), ".") {
+		if e.Type()&fs.ModeSymlink != 0 && validName(e.Name()) == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -123,21 +179,59 @@ func (s Store) List() ([]string, error) {
 	return names, nil
 }
 
-// Save publishes a new certificate for name.
+func validName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\\") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, linkSuffix) {
+		return fmt.Errorf("invalid certificate name %q", name)
+	}
+	return nil
+}
+
+// Check says whether name's path is free for berth: absent or a link berth
+// made. Anything else there (a user's directory) is ErrForeignPath, found
+// before an order is placed rather than after.
+func (s Store) Check(name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	path := filepath.Join(s.Dir, name)
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("certificate path %s: %w", path, err)
+	}
+	return fmt.Errorf("certificate path %s is a %s, %w: move it away (your own certificates belong in BERTH_USER_CERTS_DIR)",
+		path, kindOf(fi.Mode()), ErrForeignPath)
+}
+
+func kindOf(m fs.FileMode) string {
+	if m.IsDir() {
+		return "directory"
+	}
+	return "file"
+}
+
+// Save publishes a new version of name and returns it.
 func (s Store) Save(name string, chainPEM, keyPEM []byte, meta Meta) error {
-	if name == "" || strings.ContainsAny(name, "/\\") || strings.HasPrefix(name, ".") {
-		return fmt.Errorf("save: invalid certificate name %q", name)
+	_, err := s.save(name, chainPEM, keyPEM, meta)
+	return err
+}
+
+func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, error) {
+	if err := s.Check(name); err != nil {
+		return "", fmt.Errorf("save: %w", err)
 	}
 	base := filepath.Join(s.Dir, versionsDir, name)
 	if err := os.MkdirAll(base, 0o755); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", fmt.Errorf("save %s: %w", name, err)
 	}
-	version, err := os.MkdirTemp(base, time.Now().UTC().Format("20060102T150405")+"-")
+	dir, err := os.MkdirTemp(base, time.Now().UTC().Format("20060102T150405")+"-")
 	if err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+		return "", fmt.Errorf("save %s: %w", name, err)
 	}
-	if err := os.Chmod(version, 0o755); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
 	}
 	metaJSON, _ := json.MarshalIndent(meta, "", "  ")
 	for _, f := range []struct {
@@ -145,79 +239,81 @@ func (s Store) Save(name string, chainPEM, keyPEM []byte, meta Meta) error {
 		data []byte
 		mode os.FileMode
 	}{{"privkey.pem", keyPEM, 0o600}, {"fullchain.pem", chainPEM, 0o644}, {"meta.json", metaJSON, 0o644}} {
-		if err := writeFile(filepath.Join(version, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("save %s: %w", name, err)
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return "", fmt.Errorf("save %s: %w", name, err)
 		}
 	}
-	rel, _ := filepath.Rel(s.Dir, version)
-	if err := swapSymlink(filepath.Join(s.Dir, name), rel); err != nil {
-		return fmt.Errorf("save %s: %w", name, err)
+	version, _ := filepath.Rel(s.Dir, dir)
+	if err := s.publish(name, version); err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
 	}
-	return s.prune(name, filepath.Base(version))
+	return version, nil
 }
 
-// prune keeps the current version and the one before it.
-func (s Store) prune(name, current string) error {
-	base := filepath.Join(s.Dir, versionsDir, name)
-	entries, err := os.ReadDir(base)
-	if err != nil {
-		return nil
+// publish points name's link at version by renaming a new link over it.
+// The temporary link is hidden and marked, so a crash between the two
+// steps never leaves something List takes for a certificate.
+func (s Store) publish(name, version string) error {
+	tmp := filepath.Join(s.Dir, "."+name+linkSuffix)
+	os.Remove(tmp)
+	if err := os.Symlink(version, tmp); err != nil {
+		return err
 	}
-	var old []string
-	for _, e := range entries {
-		if e.Name() != current {
-			old = append(old, e.Name())
-		}
+	if err := os.Rename(tmp, filepath.Join(s.Dir, name)); err != nil {
+		os.Remove(tmp)
+		return err
 	}
-	slices.Sort(old) // names start with a timestamp
-	for i := 0; i < len(old)-1; i++ {
-		os.RemoveAll(filepath.Join(base, old[i]))
+	return atomicfile.SyncDir(s.Dir)
+}
+
+// Delete unpublishes name: its link goes, so it is no longer listed or
+// loaded. Its versions stay until Prune finds no file refers to them.
+func (s Store) Delete(name string) error {
+	if err := validName(name); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	if err := os.Remove(filepath.Join(s.Dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	return nil
 }
 
-// version identifies the stored files of name: the symlink's target.
-func (s Store) version(name string) string {
-	v, _ := os.Readlink(filepath.Join(s.Dir, name))
-	return v
-}
-
-// Delete removes a certificate and its versions (revocation, cleanup).
-func (s Store) Delete(name string) error {
-	if err := os.Remove(filepath.Join(s.Dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("delete %s: %w", name, err)
+// Prune removes every version that is not its name's current one and for
+// which keep (given the version as Stored.Version names it) is false, and the directories of
+// names left with no version and no link. It returns what it removed.
+func (s Store) Prune(keep func(version string) bool) ([]string, error) {
+	root := filepath.Join(s.Dir, versionsDir)
+	names, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
 	}
-	return os.RemoveAll(filepath.Join(s.Dir, versionsDir, name))
-}
-
-func swapSymlink(path, target string) error {
-	tmp := path + ".tmp-link"
-	os.Remove(tmp)
-	if err := os.Symlink(target, tmp); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// writeFile writes data with mode, whatever the umask, and fsyncs it.
-func writeFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("prune: %w", err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	var removed []string
+	for _, n := range names {
+		if !n.IsDir() {
+			continue
+		}
+		current := filepath.Clean(s.current(n.Name()))
+		versions, _ := os.ReadDir(filepath.Join(root, n.Name()))
+		left := 0
+		for _, v := range versions {
+			rel := filepath.Join(versionsDir, n.Name(), v.Name())
+			if rel == current || keep(rel) {
+				left++
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(s.Dir, rel)); err != nil {
+				return removed, fmt.Errorf("prune %s: %w", rel, err)
+			}
+			removed = append(removed, rel)
+		}
+		if left == 0 && current == "." {
+			os.Remove(filepath.Join(root, n.Name()))
+		}
 	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return removed, nil
 }
 
 // leafOf parses the first certificate of a PEM chain.

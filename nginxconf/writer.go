@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/berthproxy/berth/internal/atomicfile"
 )
 
 // Owned reports whether name is one of berth's files. berth never reads,
@@ -94,32 +96,8 @@ func Rollback(dir string, previous Files) error {
 }
 
 // writeAtomic writes through a temp file whose name nginx's "*.conf" include
-// never matches, fsyncs it and renames it over the target.
+// never matches (atomicfile's names start with a dot and end in ".tmp"),
+// readable by nginx workers whatever user they run as.
 func writeAtomic(dir, name string, data []byte) error {
-	f, err := os.CreateTemp(dir, ".berth-*.tmp")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	// Readable by nginx workers, whatever user they run as.
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("rename %s: %w", name, err)
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, name), data, 0o644)
 }

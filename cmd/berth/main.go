@@ -19,7 +19,6 @@ import (
 
 	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
-	"github.com/berthproxy/berth/nginxconf"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
