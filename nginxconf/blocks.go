@@ -28,22 +28,38 @@ var tlsDefaults = []string{
 	"ssl_session_tickets off;",
 }
 
-// renderDefault is berth's catch-all: unknown Host on HTTP gets 503 and no
-// backend content, unknown SNI on HTTPS has its handshake rejected, and the
-// ACME challenge path works even for names no site claims yet.
-func renderDefault(webroot, httpListen, httpsListen string) []byte {
+// defaults is what the default file depends on.
+type defaults struct {
+	webroot, httpListen, httpsListen string
+	trustedProxies                   []string // canonical, sorted
+	hosts                            []string // of the rendered sites
+}
+
+// renderDefault is berth's catch-all and its http-level settings: unknown
+// Host on HTTP gets 503 and no backend content, unknown SNI on HTTPS has
+// its handshake rejected, a known SNI with a Host no site serves gets 421,
+// and the ACME challenge path works even for names no site claims yet.
+func renderDefault(d defaults) []byte {
 	var b strings.Builder
 	b.WriteString(header)
 	b.WriteString("\n# Lets websocket upgrades through and keeps other upstream connections alive.\n")
-	b.WriteString("map $http_upgrade $berth_connection_upgrade {\n    default upgrade;\n    ''      '';\n}\n\n")
-	b.WriteString("server {\n")
-	fmt.Fprintf(&b, "    listen %s default_server;\n", httpListen)
+	b.WriteString("map $http_upgrade $berth_connection_upgrade {\n    default upgrade;\n    ''      '';\n}\n")
+	if bucket, maxSize, needed := hashSizes(d.hosts); needed {
+		fmt.Fprintf(&b, "\nserver_names_hash_bucket_size %d;\nserver_names_hash_max_size %d;\n", bucket, maxSize)
+	}
+	writeRealIP(&b, d.trustedProxies)
+	b.WriteString("\nserver {\n")
+	fmt.Fprintf(&b, "    listen %s default_server;\n", d.httpListen)
 	b.WriteString("    server_name _;\n")
-	writeChallenge(&b, webroot)
+	writeChallenge(&b, d.webroot)
 	b.WriteString("    location / {\n        return 503;\n    }\n}\n\n")
 	b.WriteString("server {\n")
-	fmt.Fprintf(&b, "    listen %s ssl default_server;\n", httpsListen)
-	b.WriteString("    server_name _;\n    ssl_reject_handshake on;\n}\n")
+	fmt.Fprintf(&b, "    listen %s ssl default_server;\n", d.httpsListen)
+	b.WriteString("    server_name _;\n    ssl_reject_handshake on;\n")
+	// Only a handshake with a known SNI gets this far; its Host names no
+	// site on this port, so the request was misdirected (RFC 9110 15.5.20)
+	// and must not see nginx's own 404 page.
+	b.WriteString("    location / {\n        return 421;\n    }\n}\n")
 	return []byte(b.String())
 }
 
@@ -60,7 +76,11 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string) []byte {
 		}
 		b.WriteString("    keepalive 16;\n}\n")
 	}
-	redirect := s.TLS != nil && (s.HTTPS == "" || s.HTTPS == HTTPSRedirect)
+	// A site with no backend at all (its containers are stopped) answers
+	// 503 on HTTP too: the client learns at once, on the URL it asked for,
+	// that the service is down, instead of following a redirect to the
+	// same 503. The challenge path is still served, so renewal goes on.
+	redirect := s.TLS != nil && (s.HTTPS == "" || s.HTTPS == HTTPSRedirect) && hasBackend(s)
 	fmt.Fprintf(&b, "\nserver {\n    listen %s;\n    server_name %s;\n", httpListen, s.Host)
 	writeChallenge(&b, webroot)
 	if redirect {
@@ -86,6 +106,15 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string) []byte {
 		b.WriteString("}\n")
 	}
 	return []byte(b.String())
+}
+
+func hasBackend(s Site) bool {
+	for _, l := range s.Locations {
+		if len(l.Backends) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // writeChallenge serves HTTP-01 tokens from the webroot. "^~" makes it win
@@ -127,21 +156,36 @@ func writeLocation(b *strings.Builder, match, host string, i int, l Location) {
 // proxyDirectives are the classic reverse-proxy headers. They are repeated
 // per location because proxy_set_header at one level replaces, not extends,
 // the inherited list.
+//
+// berth is the edge proxy, so nothing a client says about addresses is
+// passed on: X-Forwarded-For and X-Real-IP are the peer address nginx saw
+// ($remote_addr, which the real-IP module has already replaced when the
+// peer is a trusted proxy), a client-sent X-Forwarded-For is replaced
+// rather than appended to, and Forwarded and X-Forwarded-Ssl are dropped
+// (an empty value makes nginx leave a header out), so no backend can be
+// fooled about the client or the scheme. Proxy is dropped against httpoxy:
+// a CGI-style backend would take it for its outgoing HTTP proxy.
 var proxyDirectives = []string{
 	"proxy_http_version 1.1;",
 	"proxy_set_header Host $host;",
 	"proxy_set_header Upgrade $http_upgrade;",
 	"proxy_set_header Connection $berth_connection_upgrade;",
 	"proxy_set_header X-Real-IP $remote_addr;",
-	"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+	"proxy_set_header X-Forwarded-For $remote_addr;",
 	"proxy_set_header X-Forwarded-Proto $scheme;",
 	"proxy_set_header X-Forwarded-Host $host;",
 	"proxy_set_header X-Forwarded-Port $server_port;",
+	`proxy_set_header Forwarded "";`,
+	`proxy_set_header X-Forwarded-Ssl "";`,
+	`proxy_set_header Proxy "";`,
 	"proxy_connect_timeout " + proxyConnectTimeout + ";",
 	"proxy_send_timeout " + proxyRWTimeout + ";",
 	"proxy_read_timeout " + proxyRWTimeout + ";",
 }
 
-// upstreamName is unique per host and location; hosts are DNS names, so the
-// name is a safe nginx token.
+// upstreamName is unique per host and location: the index after the last
+// "-" has no "-" of its own, so host and index can be read back and two
+// sites never share a name. Hosts are DNS names, so the name is a safe
+// nginx token; nginx sets no length limit on it (a 253-character host
+// gives a 261-character name, tested against real nginx).
 func upstreamName(host string, i int) string { return fmt.Sprintf("berth-%s-%d", host, i) }

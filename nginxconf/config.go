@@ -32,6 +32,12 @@ type Config struct {
 	// HTTP2 says how the nginx in use enables HTTP/2 on TLS servers: one of
 	// the HTTP2* values. The controller decides from "nginx -V".
 	HTTP2 string
+	// TrustedProxies are the IPv4/IPv6 addresses or CIDRs of a CDN or load
+	// balancer in front of nginx. Requests from them have their client
+	// address taken from X-Forwarded-For (nginx's real-IP module); from
+	// anyone else a client-sent X-Forwarded-For is replaced. Empty: berth
+	// is the edge and trusts no forwarded address.
+	TrustedProxies []string
 	// Sites, one per hostname. Order does not matter: rendering sorts.
 	Sites []Site
 }

@@ -7,9 +7,9 @@ import (
 	"strings"
 )
 
-// File names. Host files are FilePrefix + host + FileSuffix; the default
-// server uses an underscore, which no valid hostname contains, so a site
-// called "default" can never collide with it.
+// File names. A site's file is FileName(host), normally FilePrefix + host +
+// FileSuffix; the default server uses an underscore, which no valid
+// hostname contains, so a site called "default" can never collide with it.
 const (
 	FilePrefix  = "berth-"
 	FileSuffix  = ".conf"
@@ -56,19 +56,27 @@ func Render(cfg Config) (Files, []error) {
 	default:
 		return files, []error{fmt.Errorf("unknown HTTP/2 mode %q", cfg.HTTP2)}
 	}
-	files[DefaultFile] = renderDefault(webroot, httpListen, httpsListen)
+	proxies, err := trustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		// Trusting fewer proxies than asked would show backends the load
+		// balancer's address; rendering nothing keeps the running config.
+		return files, []error{err}
+	}
+	var hosts []string
 	for _, s := range sortedSites(cfg.Sites) {
 		if err := checkSite(s); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		name := FilePrefix + s.Host + FileSuffix
+		name := FileName(s.Host)
 		if _, dup := files[name]; dup {
 			errs = append(errs, &SiteError{s.Host, "duplicate site"})
 			continue
 		}
 		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2)
+		hosts = append(hosts, s.Host)
 	}
+	files[DefaultFile] = renderDefault(defaults{webroot, httpListen, httpsListen, proxies, hosts})
 	return files, errs
 }
 

@@ -3,6 +3,7 @@ package nginxconf
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,12 +15,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the rend
 
 // goldenCases are rendered and compared with testdata/<name>.golden. The
 // integration tests also run each through a real nginx -t.
-var goldenCases = []struct {
-	name string
-	cfg  Config
-	// newOnly marks configs only nginx 1.25.1 and later accept ("http2 on").
-	newOnly bool
-}{
+var goldenCases = []configCase{
 	{"empty", Config{Webroot: "/var/www/acme"}, false},
 	{"one-site", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "app.example.com", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.5:80"}}}},
@@ -52,6 +48,45 @@ var goldenCases = []struct {
 	{"punycode", Config{Webroot: "/var/www/acme", Sites: []Site{
 		{Host: "xn--bcher-kva.example", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.10:80"}}}},
 	}}, false},
+	{"long-names", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: label63 + ".example.com", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.11:80"}}}},
+		{Host: host253, Locations: []Location{{Path: "/", Backends: []string{"172.18.0.12:80"}}}},
+	}}, false},
+	{"trusted-proxies", Config{Webroot: "/var/www/acme",
+		TrustedProxies: []string{"2001:db8::/32", "192.0.2.10", "172.16.5.4/12", "10.0.0.0/8", "192.0.2.10", "2001:db8::1"},
+		Sites: []Site{
+			{Host: "app.example.com", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.5:80"}}}},
+		}}, false},
+	{"stopped", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "stopped.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/stopped.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/stopped.example.com/privkey.pem"},
+			Locations: []Location{{Path: "/api"}, {Path: "/"}}},
+	}}, false},
+}
+
+// configCase is a config that must pass nginx -t on every nginx berth
+// supports.
+type configCase struct {
+	name string
+	cfg  Config
+	// newOnly marks configs only nginx 1.25.1 and later accept ("http2 on").
+	newOnly bool
+}
+
+// label63 is the longest DNS label; host253 the longest DNS name.
+var (
+	label63 = strings.Repeat("l", 63)
+	host253 = strings.Join([]string{strings.Repeat("a", 63), strings.Repeat("b", 63), strings.Repeat("c", 63), strings.Repeat("d", 56) + ".test"}, ".")
+)
+
+// manySites is n sites whose hosts are all nameLen characters long.
+func manySites(n, nameLen int, backend string) []Site {
+	sites := make([]Site, n)
+	for i := range sites {
+		suffix := fmt.Sprintf("-%04d.test", i)
+		sites[i] = Site{Host: strings.Repeat("s", nameLen-len(suffix)) + suffix,
+			Locations: []Location{{Path: "/", Backends: []string{backend}}}}
+	}
+	return sites
 }
 
 // joinFiles lays files out in name order with a header line each, so one
