@@ -86,7 +86,8 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 			wants = append(wants, w)
 		}
 	}
-	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2}
+	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2,
+		TrustedProxies: in.TrustedProxies}
 	cfg.Sites = buildSites(wants, in.Certs)
 	slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.String(), b.String()) })
 	return cfg, wants, problems
