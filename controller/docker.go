@@ -44,7 +44,8 @@ type Engine interface {
 
 // DockerEngine implements Engine with the Docker Engine API.
 type DockerEngine struct {
-	cli *client.Client
+	cli                      *client.Client
+	callTimeout, execTimeout time.Duration
 
 	mu      sync.Mutex
 	exposed map[string][]int // container ID → exposed TCP ports (immutable per container)
@@ -58,7 +59,11 @@ func NewDockerEngine() (*DockerEngine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &DockerEngine{cli: cli, exposed: map[string][]int{}}, nil
+	return newDockerEngine(cli), nil
+}
+
+func newDockerEngine(cli *client.Client) *DockerEngine {
+	return &DockerEngine{cli: cli, callTimeout: dockerCallTimeout, execTimeout: dockerExecTimeout, exposed: map[string][]int{}}
 }
 
 // Close releases the client's connections.
@@ -70,7 +75,7 @@ func (d *DockerEngine) Close() error { return d.cli.Close() }
 // container: they never change, and the list's ports vanish when the
 // container has no network.
 func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
-	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	// All: a labelled container that exists but is not running keeps its
 	// host (answering 503) until it is removed.
@@ -106,7 +111,7 @@ func (d *DockerEngine) exposedPorts(ctx context.Context, id string) ([]int, erro
 	if ok {
 		return ports, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
@@ -258,7 +263,7 @@ func shortID(id string) string {
 // Exec runs cmd and waits for it, returning the exit code and the combined
 // output (nginx -t writes its verdict to stderr).
 func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, dockerExecTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.execTimeout)
 	defer cancel()
 	created, err := d.cli.ContainerExecCreate(ctx, id, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
 	if err != nil {
@@ -286,7 +291,7 @@ func (d *DockerEngine) Exec(ctx context.Context, id string, cmd []string) (int, 
 
 // Signal sends sig to the container's main process.
 func (d *DockerEngine) Signal(ctx context.Context, id, sig string) error {
-	ctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	if err := d.cli.ContainerKill(ctx, id, sig); err != nil {
 		return fmt.Errorf("signal %s to %s: %w", sig, shortID(id), err)

@@ -70,6 +70,8 @@ type stackOptions struct {
 	// suite is the Debian suite of the nginx image; empty means bookworm
 	// (nginx 1.22, the oldest supported).
 	suite string
+	// nginxArgs are extra `docker run` arguments for nginx (labels, say).
+	nginxArgs []string
 	// berth returns extra `docker run` arguments for berth (networks,
 	// mounts, environment). It runs after nginx started and before berth
 	// does. Without it berth runs with --network none and BERTH_ACME_CA=off.
@@ -107,7 +109,7 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	s.nginx = "berth-e2e-nginx-" + s.id
 	s.runContainer(s.nginx, slices.Concat(
 		[]string{"--network", s.network, "-p", "127.0.0.1::80", "-p", "127.0.0.1::443"},
-		shared, []string{nginxImg})...)
+		shared, opts.nginxArgs, []string{nginxImg})...)
 
 	// By default berth needs no network: it talks to the engine through
 	// the socket. --network none and BERTH_ACME_CA=off also guarantee that
