@@ -8,35 +8,8 @@ package nginxconf
 import (
 	"crypto/tls"
 	"net/http"
-	"path/filepath"
 	"testing"
-
-	"github.com/berthproxy/berth/internal/testenv"
 )
-
-// loopback is a host nginx on a fresh prefix with its own loopback ports.
-type loopback struct {
-	bin, prefix, httpPort, httpsPort string
-}
-
-func newLoopback(t *testing.T) loopback {
-	bin := testenv.RequireNginx(t)
-	httpPort, httpsPort := freePorts(t)
-	return loopback{bin: bin, prefix: nginxPrefix(t, testenv.NginxBuild(t, bin, "-V")), httpPort: httpPort, httpsPort: httpsPort}
-}
-
-// start renders cfg with this nginx's listen addresses and webroot, writes
-// it and runs nginx until the test ends.
-func (l loopback) start(t *testing.T, cfg Config) {
-	t.Helper()
-	cfg.HTTPListen, cfg.HTTPSListen = "127.0.0.1:"+l.httpPort, "127.0.0.1:"+l.httpsPort
-	cfg.Webroot = filepath.Join(l.prefix, "webroot")
-	applyConfig(t, l.prefix, cfg)
-	startNginx(t, l.bin, l.prefix, l.httpPort)
-}
-
-func (l loopback) httpURL() string  { return "http://127.0.0.1:" + l.httpPort }
-func (l loopback) httpsURL() string { return "https://127.0.0.1:" + l.httpsPort }
 
 // spoofed is what a client sends to fool a backend about who and where it is.
 var spoofed = http.Header{
