@@ -7,8 +7,14 @@ package nginxconf
 
 import (
 	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/berthproxy/berth/internal/testenv"
 )
 
 // spoofed is what a client sends to fool a backend about who and where it is.
@@ -126,4 +132,44 @@ func TestNginxServesLongNames(t *testing.T) {
 	if e := mustEcho(t, client, l.httpsURL(), host253, "/x", nil); e.Backend != "host253" || e.Proto != "https" {
 		t.Errorf("over HTTPS, SNI and Host of 253 characters: reached %q over %q, want host253 over https", e.Backend, e.Proto)
 	}
+}
+
+// TestNginxHashModelMatchesNginx checks the model of ngx_hash_init that
+// TestHashSizesLetNginxBuildItsHash relies on against a real nginx: on
+// random sets of names it must predict exactly when nginx's default sizes
+// fail ("could not build optimal server_names_hash").
+func TestNginxHashModelMatchesNginx(t *testing.T) {
+	bin := testenv.RequireNginx(t)
+	build := testenv.NginxBuild(t, bin, "-V")
+	rng := rand.New(rand.NewPCG(3, 4))
+	var fits, fails int
+	for i := range 12 {
+		names := []string{"_"}
+		var conf strings.Builder
+		conf.WriteString("server {\n    listen 127.0.0.1:9 default_server;\n    server_name _;\n    return 503;\n}\n")
+		for range 71 { // 72 names of 40 characters: nginx's defaults fit them only sometimes
+			b := make([]byte, 40)
+			for j := range b {
+				b[j] = byte('a' + rng.IntN(26))
+			}
+			names = append(names, string(b))
+			fmt.Fprintf(&conf, "server {\n    listen 127.0.0.1:9;\n    server_name %s;\n    return 200;\n}\n", b)
+		}
+		prefix := testenv.NginxPrefix(t, build)
+		writeFile(t, filepath.Join(prefix, "conf.d", "names.conf"), conf.String(), 0o644)
+		out, err := testenv.NginxT(prefix, bin)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		nginxFails := strings.Contains(out, "could not build optimal server_names_hash")
+		if modelFails := nginxHashInit(names, defaultHashBucketSize, defaultHashMaxSize) != ""; modelFails != nginxFails {
+			t.Errorf("set %d: the model says fails=%v, nginx says fails=%v:\n%s", i, modelFails, nginxFails, out)
+		}
+		if nginxFails {
+			fails++
+		} else {
+			fits++
+		}
+	}
+	t.Logf("nginx's defaults fit %d of the sets and failed %d; the model agreed on each", fits, fails)
 }
