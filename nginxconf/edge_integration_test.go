@@ -7,36 +7,15 @@ package nginxconf
 
 import (
 	"crypto/tls"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/berthproxy/berth/internal/testenv"
 )
-
-// loopback is a host nginx on a fresh prefix with its own loopback ports.
-type loopback struct {
-	bin, prefix, httpPort, httpsPort string
-}
-
-func newLoopback(t *testing.T) loopback {
-	bin := testenv.RequireNginx(t)
-	httpPort, httpsPort := freePorts(t)
-	return loopback{bin: bin, prefix: nginxPrefix(t, testenv.NginxBuild(t, bin, "-V")), httpPort: httpPort, httpsPort: httpsPort}
-}
-
-// start renders cfg with this nginx's listen addresses and webroot, writes
-// it and runs nginx until the test ends.
-func (l loopback) start(t *testing.T, cfg Config) {
-	t.Helper()
-	cfg.HTTPListen, cfg.HTTPSListen = "127.0.0.1:"+l.httpPort, "127.0.0.1:"+l.httpsPort
-	cfg.Webroot = filepath.Join(l.prefix, "webroot")
-	applyConfig(t, l.prefix, cfg)
-	startNginx(t, l.bin, l.prefix, l.httpPort)
-}
-
-func (l loopback) httpURL() string  { return "http://127.0.0.1:" + l.httpPort }
-func (l loopback) httpsURL() string { return "https://127.0.0.1:" + l.httpsPort }
 
 // spoofed is what a client sends to fool a backend about who and where it is.
 var spoofed = http.Header{
@@ -153,4 +132,44 @@ func TestNginxServesLongNames(t *testing.T) {
 	if e := mustEcho(t, client, l.httpsURL(), host253, "/x", nil); e.Backend != "host253" || e.Proto != "https" {
 		t.Errorf("over HTTPS, SNI and Host of 253 characters: reached %q over %q, want host253 over https", e.Backend, e.Proto)
 	}
+}
+
+// TestNginxHashModelMatchesNginx checks the model of ngx_hash_init that
+// TestHashSizesLetNginxBuildItsHash relies on against a real nginx: on
+// random sets of names it must predict exactly when nginx's default sizes
+// fail ("could not build optimal server_names_hash").
+func TestNginxHashModelMatchesNginx(t *testing.T) {
+	bin := testenv.RequireNginx(t)
+	build := testenv.NginxBuild(t, bin, "-V")
+	rng := rand.New(rand.NewPCG(3, 4))
+	var fits, fails int
+	for i := range 12 {
+		names := []string{"_"}
+		var conf strings.Builder
+		conf.WriteString("server {\n    listen 127.0.0.1:9 default_server;\n    server_name _;\n    return 503;\n}\n")
+		for range 71 { // 72 names of 40 characters: nginx's defaults fit them only sometimes
+			b := make([]byte, 40)
+			for j := range b {
+				b[j] = byte('a' + rng.IntN(26))
+			}
+			names = append(names, string(b))
+			fmt.Fprintf(&conf, "server {\n    listen 127.0.0.1:9;\n    server_name %s;\n    return 200;\n}\n", b)
+		}
+		prefix := testenv.NginxPrefix(t, build)
+		writeFile(t, filepath.Join(prefix, "conf.d", "names.conf"), conf.String(), 0o644)
+		out, err := testenv.NginxT(prefix, bin)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		nginxFails := strings.Contains(out, "could not build optimal server_names_hash")
+		if modelFails := nginxHashInit(names, defaultHashBucketSize, defaultHashMaxSize) != ""; modelFails != nginxFails {
+			t.Errorf("set %d: the model says fails=%v, nginx says fails=%v:\n%s", i, modelFails, nginxFails, out)
+		}
+		if nginxFails {
+			fails++
+		} else {
+			fits++
+		}
+	}
+	t.Logf("nginx's defaults fit %d of the sets and failed %d; the model agreed on each", fits, fails)
 }

@@ -5,10 +5,12 @@ import (
 	"encoding/hex"
 )
 
-// maxFileName is NAME_MAX on Linux file systems: a longer name cannot be
-// created at all, so a 253-character host cannot simply become
-// "berth-<host>.conf" (264 bytes).
-const maxFileName = 255
+// maxFileName bounds a site's file name. NAME_MAX on Linux file systems
+// is 255 bytes, so a 253-character host cannot simply become
+// "berth-<host>.conf" (264 bytes); and every file is written through a
+// temporary ".<name>.<up to 10 digits>.tmp" beside it (the atomic writer),
+// which must fit too, so 16 bytes of the 255 are left for that.
+const maxFileName = 255 - len("..") - 10 - len(".tmp")
 
 // fileHashLen is how many hex digits of the host's SHA-256 a shortened file
 // name carries: 64 bits, so two long hosts (even chosen by one user to
@@ -20,7 +22,7 @@ const fileHashLen = 16
 // FilePrefix + host + FileSuffix whenever that fits in a file name, so
 // every existing file keeps its name. A longer host keeps as much of its
 // start as fits, then "_" and a hash of the whole host: deterministic,
-// unique, at most 255 bytes, still Owned, and never equal to another
+// unique, at most maxFileName bytes, still Owned, and never equal to another
 // host's plain name or to DefaultFile, because no valid hostname contains
 // "_" and a host never starts with one.
 func FileName(host string) string {

@@ -3,6 +3,7 @@ package nginxconf
 import (
 	"math/rand/v2"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,7 @@ func TestFileNameKeepsShortNamesAndBoundsLongOnes(t *testing.T) {
 	seen := map[string]string{}
 	for _, h := range long {
 		name := FileName(h)
-		if len(name) > maxFileName || !Owned(name) || name == DefaultFile || !quarantine.MatchString(name) {
+		if len(name) > maxFileName || len(name) > 255 || !Owned(name) || name == DefaultFile || !quarantine.MatchString(name) {
 			t.Errorf("FileName(%d characters) = %q (%d bytes): want at most %d bytes, Owned, not the default file", len(h), name, len(name), maxFileName)
 		}
 		if !strings.Contains(name, "_") {
@@ -37,6 +38,20 @@ func TestFileNameKeepsShortNamesAndBoundsLongOnes(t *testing.T) {
 			t.Errorf("hosts %q and %q share the file %q", other, h, name)
 		}
 		seen[name] = h
+	}
+}
+
+func TestLongestFileNamesCanBeWritten(t *testing.T) {
+	dir := t.TempDir()
+	files := Files{}
+	for _, n := range []int{maxFileName - len(FilePrefix) - len(FileSuffix), maxFileName - len(FilePrefix) - len(FileSuffix) + 1, 253} {
+		files[FileName(strings.Repeat("a", n))] = []byte("# " + strconv.Itoa(n) + "\n")
+	}
+	if _, err := Apply(dir, Files{}, files); err != nil {
+		t.Fatalf("writing the longest site files: %v", err)
+	}
+	if got, err := ReadOwned(dir); err != nil || len(got) != len(files) {
+		t.Fatalf("read back %d files (%v), want %d", len(got), err, len(files))
 	}
 }
 
