@@ -89,6 +89,7 @@ type Manager struct {
 	mu         sync.Mutex
 	groups     [][]string
 	certs      map[string]*certInfo
+	retired    []*certInfo // replaced by a certificate without some of their names; serve those until expiry
 	names      map[string]NameState
 	namesStamp fileStamp
 	running    map[string]bool

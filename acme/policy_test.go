@@ -90,3 +90,7 @@ func TestPlanPutsNewCertificatesBeforeRenewalsAndSkipsBackedOffNames(t *testing.
 		t.Fatalf("a running order was planned again: %+v", jobs)
 	}
 }
+
+func leafFor(notBefore, notAfter time.Time) *x509.Certificate {
+	return &x509.Certificate{NotBefore: notBefore, NotAfter: notAfter}
+}
