@@ -36,7 +36,7 @@ type fakeCA struct {
 	replace []*x509.Certificate
 }
 
-func newFakeCA(t *testing.T) *fakeCA {
+func newFakeCA(t testing.TB) *fakeCA {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fake root"}, IsCA: true,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour), BasicConstraintsValid: true,

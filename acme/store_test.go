@@ -235,3 +235,29 @@ func TestAForeignDirectoryAtACertificatePathIsReportedBeforeAnyOrder(t *testing.
 		}
 	})
 }
+
+// BenchmarkRefreshOf200Certificates is the daemon's periodic look for
+// changes by another process when nothing changed: it runs every
+// refreshInterval, so it must stay cheap.
+func BenchmarkRefreshOf200Certificates(b *testing.B) {
+	e := &env{certs: b.TempDir(), state: b.TempDir(), webroot: b.TempDir(), ca: newFakeCA(b)}
+	for i := range 200 {
+		name := fmt.Sprintf("h%d.test", i)
+		issued, _ := e.ca.Obtain(context.Background(), []string{name}, nil)
+		if err := e.store().Save(name, issued.ChainPEM, issued.KeyPEM, Meta{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m, err := NewManager(Options{Store: e.store(), Issuer: e.ca, StateDir: e.state, Log: quietLog()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		now := time.Now()
+		m.refresh()
+		m.persistServed(now)
+		m.cleanUnused(now)
+		m.prune()
+		m.signalIfChanged(now)
+	}
+}
