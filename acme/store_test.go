@@ -253,11 +253,6 @@ func BenchmarkRefreshOf200Certificates(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		now := time.Now()
-		m.refresh()
-		m.persistServed(now)
-		m.cleanUnused(now)
-		m.prune()
-		m.signalIfChanged(now)
+		m.housekeep(time.Now())
 	}
 }
