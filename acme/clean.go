@@ -98,7 +98,7 @@ func (m *Manager) prune() {
 	}
 	m.pruneDue = false
 	loaded := make(map[string]bool, len(m.certs))
-	for _, ci := range m.certs {
+	for _, ci := range m.all() {
 		loaded[filepath.Clean(ci.version)] = true
 	}
 	removed, err := m.opts.Store.Prune(func(v string) bool { return m.inUse[v] || m.offered[v] || loaded[v] })

@@ -3,7 +3,12 @@
 // backoff, and the renewal schedule.
 //
 // It knows nothing of Docker or nginx. The controller tells it which host
-// sets are wanted (Manager.Want, never blocking), asks which hosts have a
-// certificate on disk (Manager.Certs) and gets a callback when a certificate
-// is stored. Only lego.go imports lego, so the ACME client can be swapped.
+// sets are wanted (Manager.Want, never blocking), asks which files to serve
+// per host (Manager.Certs: immutable version paths, so a renewal changes
+// the config), says which files the config on disk names (Manager.InUse,
+// so old versions can go), and waits on Manager.Changed for anything that
+// may change Certs. "berth renew" and "berth revoke" change the same files
+// through the same code (ops.go) from another process; the daemon notices
+// within seconds. Only lego.go imports lego, so the ACME client can be
+// swapped.
 package acme

@@ -3,6 +3,7 @@ package acme
 import (
 	"maps"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -47,6 +48,8 @@ func (m *Manager) refresh() {
 			delete(m.certs, name)
 		}
 	}
+	now := time.Now()
+	m.retired = slices.DeleteFunc(m.retired, func(ci *certInfo) bool { return !ci.leaf().NotAfter.After(now) })
 	if stampOf(m.book.path) != m.namesStamp {
 		if names, stamp, err := m.book.load(); err == nil {
 			m.names, m.namesStamp = names, stamp
@@ -71,6 +74,12 @@ func (m *Manager) Certs() map[string]Paths {
 	return out
 }
 
+// all is every certificate that may be served: current and retired.
+func (m *Manager) all() []*certInfo {
+	out := slices.AppendSeq(make([]*certInfo, 0, len(m.certs)+len(m.retired)), maps.Values(m.certs))
+	return append(out, m.retired...)
+}
+
 func (m *Manager) view(now time.Time) map[string]Paths {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -79,7 +88,7 @@ func (m *Manager) view(now time.Time) map[string]Paths {
 
 func (m *Manager) viewLocked(now time.Time) map[string]Paths {
 	best := map[string]*certInfo{}
-	for _, ci := range m.certs {
+	for _, ci := range m.all() {
 		if !usable(ci, m.names, now) {
 			continue
 		}

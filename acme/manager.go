@@ -89,6 +89,7 @@ type Manager struct {
 	mu         sync.Mutex
 	groups     [][]string
 	certs      map[string]*certInfo
+	retired    []*certInfo // replaced by a certificate without some of their names; serve those until expiry
 	names      map[string]NameState
 	namesStamp fileStamp
 	running    map[string]bool
@@ -209,11 +210,7 @@ func (m *Manager) Run(ctx context.Context) {
 	jobs.Go(func() { m.checkRenewalInfo(ctx) })
 	for {
 		now := time.Now()
-		m.refresh()
-		m.persistServed(now)
-		m.cleanUnused(now)
-		m.prune()
-		m.signalIfChanged(now)
+		m.housekeep(now)
 		m.mu.Lock()
 		due, next := planJobs(m.groups, m.certs, m.names, m.running, now)
 		next = earliest(next, now.Add(min(refreshInterval, m.opts.UnusedGrace)))
@@ -241,4 +238,14 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 		timer.Stop()
 	}
+}
+
+// housekeep is each pass's work before planning: notice other processes'
+// changes, record use, clean up, and say whether Certs changed.
+func (m *Manager) housekeep(now time.Time) {
+	m.refresh()
+	m.persistServed(now)
+	m.cleanUnused(now)
+	m.prune()
+	m.signalIfChanged(now)
 }

@@ -127,8 +127,13 @@ func (m *Manager) stillCovered(names []string, now time.Time) bool {
 }
 
 // adopt takes a certificate this process published into the inventory.
+// A certificate it replaces that is still valid for names the new one
+// lacks (a name split off close to expiry) keeps serving those names.
 func (m *Manager) adopt(st *Stored, log *logrus.Entry) {
 	m.mu.Lock()
+	if old := m.certs[st.Name]; old != nil && usable(old, m.names, time.Now()) && !covers(st.Meta.Domains, old.stored.Meta.Domains) {
+		m.retired = append(m.retired, old)
+	}
 	m.certs[st.Name] = newCertInfo(st)
 	m.mu.Unlock()
 	log.WithFields(logrus.Fields{"not_after": st.Leaf.NotAfter.UTC().Format(time.RFC3339), "issuer": st.Meta.Issuer}).

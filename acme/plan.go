@@ -95,6 +95,7 @@ func Groups(sets [][]string) [][]string {
 func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]NameState, running map[string]bool, now time.Time) ([]job, time.Time) {
 	var fresh, renewals []job
 	next := now.Add(maxSleep)
+	planned := map[string]bool{} // certificate names with a job: one order per name at a time
 	for _, g := range groups {
 		eligible, held := splitEligible(g, names, now)
 		for _, n := range held {
@@ -105,9 +106,11 @@ func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]Na
 		}
 		have := covering(certs, names, eligible, g[0], now)
 		switch {
-		case have == nil:
+		case have == nil && !planned[g[0]]:
+			planned[g[0]] = true
 			fresh = append(fresh, job{cert: g[0], names: eligible})
-		case running[have.stored.Name]:
+		case have == nil:
+		case running[have.stored.Name] || planned[have.stored.Name]:
 		case now.Before(have.renewAt):
 			next = earliest(next, have.renewAt)
 		case heldBack(have, held) && !closeToExpiry(have.leaf(), now):
@@ -116,6 +119,7 @@ func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]Na
 			// ends, or without them once it is close to expiry.
 			next = earliest(next, splitAt(have.leaf()))
 		default:
+			planned[have.stored.Name] = true
 			renewals = append(renewals, job{cert: have.stored.Name, names: eligible, replaces: have, renewal: true})
 		}
 	}

@@ -90,3 +90,17 @@ func TestPlanPutsNewCertificatesBeforeRenewalsAndSkipsBackedOffNames(t *testing.
 		t.Fatalf("a running order was planned again: %+v", jobs)
 	}
 }
+
+func leafFor(notBefore, notAfter time.Time) *x509.Certificate {
+	return &x509.Certificate{NotBefore: notBefore, NotAfter: notAfter}
+}
+
+func TestPlanPlacesOneOrderPerCertificateWhenGroupsShareOne(t *testing.T) {
+	now := t0
+	shared := &certInfo{stored: &Stored{Name: "a.test", Meta: Meta{Domains: []string{"a.test", "b.test"}},
+		Leaf: leafFor(now.Add(-60*24*time.Hour), now.Add(30*24*time.Hour))}, renewAt: now.Add(-time.Hour)}
+	jobs, _ := planJobs([][]string{{"a.test"}, {"b.test"}}, map[string]*certInfo{"a.test": shared}, nil, map[string]bool{}, now)
+	if len(jobs) != 1 || jobs[0].cert != "a.test" {
+		t.Fatalf("jobs %+v: two groups sharing one certificate must not race two orders onto its name", jobs)
+	}
+}

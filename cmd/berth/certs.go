@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
 )
@@ -19,7 +21,7 @@ import (
 // certsCmd implements "berth certs", "berth renew" and "berth revoke".
 // They work on the shared files, so they are run next to the daemon, e.g.
 // "docker compose exec berth berth certs"; the daemon notices changes
-// within half a minute.
+// within a couple of seconds.
 func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	var force bool
 	extra := func(fs *flag.FlagSet) {
@@ -35,7 +37,7 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "berth:", err)
 		return 2
 	}
-	store := acme.Store{Dir: s.CertsDir}
+	store := acme.Store{Dir: s.CertsDir, Log: cliLog(stderr)}
 	if cmd == "certs" {
 		return printCerts(store, s.StateDir, stdout, stderr)
 	}
@@ -61,7 +63,7 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "berth: revoke:", err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "revoked %s (%s); berth stops serving it within 30 s and will not re-issue it until \"berth renew --force %s\"\n",
+		fmt.Fprintf(stdout, "revoked %s (%s); berth stops serving it within a few seconds and will not re-issue it until \"berth renew --force %s\"\n",
 			st.Name, strings.Join(st.Meta.Domains, ", "), host)
 		return 0
 	}
@@ -72,6 +74,13 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "renewed %s (%s), valid until %s\n", st.Name, strings.Join(st.Meta.Domains, ", "), st.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	return 0
+}
+
+// cliLog reports files found corrupt (and moved aside) on stderr.
+func cliLog(stderr io.Writer) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(stderr)
+	return logrus.NewEntry(l)
 }
 
 func printCerts(store acme.Store, stateDir string, stdout, stderr io.Writer) int {

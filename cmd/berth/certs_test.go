@@ -48,3 +48,24 @@ func TestRenewAndRevokeNeedOneValidHost(t *testing.T) {
 		}
 	}
 }
+
+func TestCertsMovesACorruptStateFileAsideAndStillListsTheCertificates(t *testing.T) {
+	certs, state := t.TempDir(), t.TempDir()
+	notAfter := time.Now().Add(60 * 24 * time.Hour)
+	chain, key, _ := testenv.SelfSigned(t, "a.test", notAfter.Add(-90*24*time.Hour), notAfter)
+	if err := (acme.Store{Dir: certs}).Save("a.test", chain, key, acme.Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	names := filepath.Join(state, "names.json")
+	os.WriteFile(names, []byte(`{"a.test":{"fail`), 0o600)
+	var out, stderr bytes.Buffer
+	if code := run([]string{"certs", "--certs-dir", certs, "--state-dir", state}, &out, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(out.String(), "a.test ") {
+		t.Fatalf("output lacks the certificate:\n%s", out.String())
+	}
+	if aside, _ := filepath.Glob(names + ".corrupt-*"); len(aside) != 1 || !strings.Contains(stderr.String(), "moved aside") {
+		t.Fatalf("corrupt names.json moved to %v; stderr %q", aside, stderr.String())
+	}
+}
