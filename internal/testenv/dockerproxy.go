@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -173,6 +174,8 @@ func (p *DockerProxy) handler() http.Handler {
 		},
 		FlushInterval:  -1, // the event stream must not wait in a buffer
 		ModifyResponse: p.learnExec,
+		// Copy errors are what Cut causes; berth reports its side of them.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		why := p.check(r)
