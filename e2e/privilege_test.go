@@ -16,6 +16,9 @@ import (
 // exercises every call berth makes: list, inspect, events, exec of nginx -V
 // and nginx -t, and HUP.
 func TestBerthNeedsOnlyItsListOfDockerCalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e with Pebble; not a -short test")
+	}
 	s, ca := newPebbleStack(t, func(t *testing.T, o stackOptions) *stack {
 		o.dockerProxy = true
 		return newStackWith(t, o)
