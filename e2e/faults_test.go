@@ -98,6 +98,7 @@ func runFaults(t testing.TB) faultCounts {
 	c.started, c.removed = len(ch.started), len(ch.removed)
 	s.refreshPort()
 
+	settled := time.Now()
 	testenv.Eventually(t, faultSettle, func() error {
 		if out, err := s.exec("nginx -t 2>&1"); err != nil {
 			return fmt.Errorf("nginx -t in the nginx container: %v %s", err, out)
@@ -107,6 +108,7 @@ func runFaults(t testing.TB) faultCounts {
 		}
 		return s.sameCertificates(leaves, roots)
 	})
+	t.Logf("every site right %v after the last fault and the last container change", since(settled))
 	if out, err := s.exec(leftoverFiles(confDir, certsDir)); err != nil || out != "" {
 		t.Errorf("temporary files or dangling links left in %s or %s: %q %v", confDir, certsDir, out, err)
 	}
