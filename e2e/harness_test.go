@@ -57,9 +57,10 @@ type stack struct {
 	backendImg string
 	client     *http.Client
 
-	mu         sync.Mutex // guards the ports (read by watchers) and the lists below
-	port       string     // nginx's port 80, published on 127.0.0.1
-	tlsPort    string     // nginx's port 443, published on 127.0.0.1
+	mu         sync.Mutex           // guards the ports (read by watchers) and the lists below
+	port       string               // nginx's port 80, published on 127.0.0.1
+	tlsPort    string               // nginx's port 443, published on 127.0.0.1
+	proxy      *testenv.DockerProxy // berth's only way to the engine, if stackOptions.dockerProxy
 	containers []string
 	networks   []string
 	volumes    []string
@@ -76,6 +77,9 @@ type stackOptions struct {
 	// mounts, environment). It runs after nginx started and before berth
 	// does. Without it berth runs with --network none and BERTH_ACME_CA=off.
 	berth func(s *stack) []string
+	// dockerProxy puts a testenv.DockerProxy (berth's allow-list) between
+	// berth and the engine instead of mounting the engine's socket.
+	dockerProxy bool
 }
 
 // newStack starts nginx 1.22 (Debian bookworm) and berth, and waits until
@@ -118,9 +122,14 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	if opts.berth != nil {
 		extra = opts.berth(s)
 	}
+	docker := []string{"-v", "/var/run/docker.sock:/var/run/docker.sock"}
+	if opts.dockerProxy {
+		s.proxy = testenv.StartDockerProxy(t, s.nginx)
+		docker = []string{"-v", s.proxy.Dir + ":/run/berth-docker", "-e", "DOCKER_HOST=unix:///run/berth-docker/" + testenv.ProxySocketName}
+	}
 	s.berth = "berth-e2e-berth-" + s.id
 	s.runContainer(s.berth, slices.Concat(
-		[]string{"-v", "/var/run/docker.sock:/var/run/docker.sock", "-v", state + ":" + stateDir},
+		docker, []string{"-v", state + ":" + stateDir},
 		shared,
 		[]string{"-e", "BERTH_NGINX_CONTAINER=" + s.nginx, "-e", "BERTH_LOG_FORMAT=json", "-e", "BERTH_LOG_LEVEL=debug"},
 		extra, []string{berthImg})...)
