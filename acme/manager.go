@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/internal/atomicfile"
 )
 
 // Issuer is the narrow view of an ACME CA that the manager needs.
@@ -132,6 +134,18 @@ func NewManager(opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// removeLeftovers clears what a berth killed half-way through a write left
+// in the certificate and state directories; the daemon is their writer.
+func (m *Manager) removeLeftovers(now time.Time) {
+	removed := m.opts.Store.RemoveLeftovers(now)
+	if names, err := atomicfile.RemoveLeftovers(m.opts.StateDir, "", now); err == nil {
+		removed = append(removed, names...)
+	}
+	for _, name := range removed {
+		m.opts.Log.WithField("file", name).Info("removed a temporary file left by an interrupted write")
+	}
+}
+
 func newCertInfo(st *Stored) *certInfo {
 	ci := &certInfo{stored: st, version: st.Version, jitter: randFloat(), loaded: time.Now()}
 	ci.renewAt = RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, ci.jitter)
@@ -208,6 +222,7 @@ func (m *Manager) Run(ctx context.Context) {
 	var jobs sync.WaitGroup
 	defer jobs.Wait() // jobs stop promptly on ctx; never leave one writing after Run
 	jobs.Go(func() { m.checkRenewalInfo(ctx) })
+	m.removeLeftovers(time.Now())
 	for {
 		now := time.Now()
 		m.housekeep(now)

@@ -266,6 +266,31 @@ func (s Store) publish(name, version string) error {
 	return atomicfile.SyncDir(s.Dir)
 }
 
+// RemoveLeftovers deletes the temporary links a killed berth left while
+// publishing (hidden, never listed, but clutter that would outlive every
+// later save of another name). Links younger than a minute may be a save in
+// progress of a CLI next to the daemon and are kept.
+func (s Store) RemoveLeftovers(now time.Time) []string {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, ".") || !strings.HasSuffix(name, linkSuffix) {
+			continue
+		}
+		if fi, err := os.Lstat(filepath.Join(s.Dir, name)); err != nil || now.Sub(fi.ModTime()) < time.Minute {
+			continue
+		}
+		if os.Remove(filepath.Join(s.Dir, name)) == nil {
+			removed = append(removed, name)
+		}
+	}
+	return removed
+}
+
 // Delete unpublishes name: its link goes, so it is no longer listed or
 // loaded. Its versions stay until Prune finds no file refers to them.
 func (s Store) Delete(name string) error {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/nginxconf"
 )
 
 // Options are the controller settings (see DESIGN.md).
@@ -99,6 +101,11 @@ func New(engine Engine, nginx *Nginx, opts Options, log *logrus.Entry) *Controll
 // Run watches Docker and reconciles until ctx ends. It returns nil on
 // cancellation: berth's files stay in place, so nginx keeps serving.
 func (c *Controller) Run(ctx context.Context) error {
+	if removed, err := nginxconf.RemoveLeftovers(c.opts.ConfDir, time.Now()); err == nil {
+		for _, name := range removed {
+			c.log.WithField("file", name).Info("removed a temporary file left by an interrupted write")
+		}
+	}
 	pokes := c.pokes
 	go c.watch(ctx, pokes)
 	var certsChanged <-chan struct{}

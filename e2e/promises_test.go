@@ -264,3 +264,26 @@ func TestRenderPrintsWhatTheDaemonWritesWithTLSAndHTTP2(t *testing.T) {
 		t.Errorf("the site as rendered has no TLS server with HTTP/2:\n%s", site)
 	}
 }
+
+// A berth killed between creating a temporary file and renaming it leaves
+// the temporary file behind; the next berth removes it.
+func TestBerthRemovesTemporaryFilesAnInterruptedWriteLeft(t *testing.T) {
+	s := newStack(t)
+	leftover := confDir + "/.berth-x.test.conf.123456.tmp"
+	if out, err := s.exec("echo half > " + leftover + " && touch -d 2020-01-01 " + leftover); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	restarted := time.Now()
+	testenv.Docker(t, "restart", s.berth)
+	testenv.Eventually(t, converge, func() error {
+		if err := s.loggedSince(restarted); err != nil {
+			return err
+		}
+		if out, _ := s.exec("ls -a " + confDir); strings.Contains(out, ".tmp") {
+			return fmt.Errorf("conf.d still holds a temporary file: %s", out)
+		}
+		return nil
+	})
+	s.run(backend{name: "web", labels: []string{"proxy.host=leftover.test"}})
+	s.expectServed("leftover.test", "/", "web")
+}

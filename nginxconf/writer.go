@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/berthproxy/berth/internal/atomicfile"
 )
@@ -100,4 +101,12 @@ func Rollback(dir string, previous Files) error {
 // readable by nginx workers whatever user they run as.
 func writeAtomic(dir, name string, data []byte) error {
 	return atomicfile.Write(filepath.Join(dir, name), data, 0o644)
+}
+
+// RemoveLeftovers deletes the temporary files of berth's own files that a
+// berth killed half-way through a write left in dir (nginx never reads
+// them, but nothing else would ever remove them). Called once at start by
+// the conf dir's one writer.
+func RemoveLeftovers(dir string, now time.Time) ([]string, error) {
+	return atomicfile.RemoveLeftovers(dir, FilePrefix, now)
 }

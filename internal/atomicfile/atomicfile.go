@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // TempSuffix ends every temporary file's name. Temporary names also start
@@ -73,4 +74,36 @@ func SyncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// leftoverAge: a temporary file older than this is no write in progress
+// (a write takes milliseconds) but the remains of a process killed
+// half-way, which only its directory's owner removes.
+const leftoverAge = time.Minute
+
+// RemoveLeftovers deletes the temporary files that Write left in dir when
+// its process was killed between creating and renaming one, for target
+// names starting with prefix. It reports what it removed. Only the one
+// writer of dir calls it, at start.
+func RemoveLeftovers(dir, prefix string, now time.Time) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, "."+prefix) || !strings.HasSuffix(name, TempSuffix) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil || now.Sub(info.ModTime()) < leftoverAge {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+			return removed, err
+		}
+		removed = append(removed, name)
+	}
+	return removed, nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestWriteSetsTheModeWhateverTheUmaskAndLeavesNoTempFile(t *testing.T) {
@@ -54,5 +55,32 @@ func TestTempNamesNeverLookLikeTheTarget(t *testing.T) {
 	matches, _ := filepath.Glob(filepath.Join(dir, "*.conf"))
 	if len(matches) != 1 {
 		t.Fatalf("glob *.conf = %v", matches)
+	}
+}
+
+func TestRemoveLeftoversRemovesOnlyOldTempFilesOfThePrefix(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	old := now.Add(-time.Hour)
+	files := map[string]time.Time{
+		".berth-a.conf.123.tmp": old, // killed half-way: removed
+		".berth-b.conf.456.tmp": now, // a write in progress: kept
+		".other.conf.789.tmp":   old, // not ours: kept
+		"berth-a.conf":          old,
+	}
+	for name, mod := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, mod, mod)
+	}
+	removed, err := RemoveLeftovers(dir, "berth-", now)
+	if err != nil || len(removed) != 1 || removed[0] != ".berth-a.conf.123.tmp" {
+		t.Fatalf("removed %v, %v", removed, err)
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 3 {
+		t.Fatalf("%d files left, want 3", len(left))
 	}
 }
