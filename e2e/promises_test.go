@@ -287,3 +287,46 @@ func TestBerthRemovesTemporaryFilesAnInterruptedWriteLeft(t *testing.T) {
 	s.run(backend{name: "web", labels: []string{"proxy.host=leftover.test"}})
 	s.expectServed("leftover.test", "/", "web")
 }
+
+// "berth renew --force" and "berth revoke" run as separate processes next
+// to the daemon; what they change is on the wire within seconds.
+func TestRenewAndRevokeFromTheCLIReachNginxWithinSeconds(t *testing.T) {
+	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{}, nil, stackOptions{})
+	roots := ca.IssuerRoots(t)
+	s.run(backend{name: "web", labels: []string{"proxy.host=cli.test", "proxy.acme=on"}})
+	var first *x509.Certificate
+	testenv.Eventually(t, certDeadline, func() error {
+		cs, err := s.servedTLS("cli.test", "web", roots)
+		if err == nil {
+			first = cs.PeerCertificates[0]
+		}
+		return err
+	})
+	if out, err := testenv.TryDocker("exec", s.berth, "/berth", "renew", "--force", "cli.test"); err != nil {
+		t.Fatalf("berth renew --force: %v\n%s", err, out)
+	}
+	start := time.Now()
+	testenv.Eventually(t, converge, func() error {
+		cs, err := s.servedTLS("cli.test", "web", roots)
+		if err != nil {
+			return err
+		}
+		if cs.PeerCertificates[0].SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return fmt.Errorf("nginx still serves serial %x after berth renew --force", first.SerialNumber)
+		}
+		return nil
+	})
+	t.Logf("renewed certificate served %v after berth renew --force returned", since(start))
+	if out, err := testenv.TryDocker("exec", s.berth, "/berth", "revoke", "cli.test"); err != nil {
+		t.Fatalf("berth revoke: %v\n%s", err, out)
+	}
+	start = time.Now()
+	testenv.Eventually(t, converge, func() error {
+		if err := s.handshake("cli.test"); err == nil {
+			return fmt.Errorf("nginx still serves a certificate for cli.test after berth revoke")
+		}
+		_, err := s.servedBy("cli.test", "/", "web")
+		return err
+	})
+	t.Logf("revoked certificate out of service %v after berth revoke returned; plain HTTP still served", since(start))
+}
