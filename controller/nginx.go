@@ -64,12 +64,20 @@ func NewNginx(engine Engine, name, self, probeAddr string) *Nginx {
 // so far is kept (said once), else the pass fails as ambiguous.
 func (n *Nginx) Find(ctx context.Context, cs []Container, log *logrus.Entry) (Container, string, error) {
 	var confirmed []Container
+	var unknown error // a candidate that could not be asked this pass
 	for _, c := range NginxCandidates(cs, n.name, n.self) {
-		if v, err := n.verdict(ctx, c, log); err != nil {
-			return Container{}, "", err
-		} else if v.nginx {
+		v, err := n.verdict(ctx, c, log)
+		switch {
+		case err != nil:
+			unknown = errors.Join(unknown, err)
+		case v.nginx:
 			confirmed = append(confirmed, c)
 		}
+	}
+	if len(confirmed) == 0 && unknown != nil {
+		// Docker failed, not the candidates: retry with backoff rather
+		// than wait for an event as for a missing nginx.
+		return Container{}, "", unknown
 	}
 	chosen, state, err := chooseNginx(confirmed, n.current)
 	n.logState(state, chosen, confirmed, log)
@@ -146,8 +154,10 @@ func containerNames(cs []Container) string {
 
 // verdict runs `nginx -V` once per container. A container where it fails
 // to run or prints no nginx version is not nginx: berth never sends it
-// `nginx -t` or a signal. An error of the exec call itself (Docker down)
-// is returned, so it is tried again rather than judged.
+// `nginx -t` or a signal. An error of the exec call itself (Docker down, a
+// socket proxy that refuses exec there) is returned and not remembered, so
+// the container is asked again next pass rather than judged; meanwhile the
+// other candidates decide.
 func (n *Nginx) verdict(ctx context.Context, c Container, log *logrus.Entry) (nginxVerdict, error) {
 	if v, ok := n.verdicts[c.ID]; ok {
 		return v, nil

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"net"
@@ -122,5 +123,20 @@ func TestServedSerialReportsTheCertificateNginxServesForTheName(t *testing.T) {
 	want := srv.Certificate().SerialNumber.Text(16)
 	if err != nil || got != want {
 		t.Fatalf("ServedSerial = %q, %v; want %q", got, err, want)
+	}
+}
+
+// A labelled container berth cannot even exec in (a socket proxy that
+// allows exec only in nginx) must not make every pass fail.
+func TestACandidateThatCannotBeAskedDoesNotStopTheOthers(t *testing.T) {
+	c, eng := newTestController(t, svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80), labelledNginx("guarded", "front"))
+	eng.execErr = map[string]error{"guarded": errors.New("403 Forbidden")}
+	if again := passAt(c, 0); again != 0 || eng.signals != 1 {
+		t.Fatalf("pass with an unaskable candidate: retry %v, %d reloads; want served", again, eng.signals)
+	}
+	eng.execErr["nginx"] = errors.New("connection refused") // Docker itself failing
+	fresh := newController(eng, c.opts)
+	if again := passAt(fresh, 1); again == 0 {
+		t.Fatal("with no candidate confirmed because Docker fails, the pass must be retried with backoff")
 	}
 }

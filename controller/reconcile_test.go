@@ -31,9 +31,10 @@ type fakeEngine struct {
 	confDir    string
 	execs      int
 	signals    int
-	signalled  []string        // container IDs, in order
-	notNginx   map[string]bool // containers where nginx -V fails
-	events     chan string     // nil: a stream that never sends
+	signalled  []string         // container IDs, in order
+	notNginx   map[string]bool  // containers where nginx -V fails
+	execErr    map[string]error // containers where exec itself fails
+	events     chan string      // nil: a stream that never sends
 	eventErrs  chan error
 	subscribed int
 }
@@ -69,6 +70,9 @@ func (f *fakeEngine) counts() (signals, subscribed int) {
 func (f *fakeEngine) Exec(_ context.Context, id string, cmd []string) (int, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.execErr[id]; err != nil {
+		return -1, "", err
+	}
 	if len(cmd) == 2 && cmd[1] == "-V" {
 		if f.notNginx[id] {
 			return 127, "exec: \"nginx\": executable file not found in $PATH", nil

@@ -43,19 +43,27 @@ func newPebbleStackWith(t *testing.T, po testenv.PebbleOptions, berthArgs []stri
 	return newStackWith(t, so), ca
 }
 
+// awaitCertificate waits until https://host/ answers from backend name with
+// a chain that verifies against roots, and returns the leaf served.
+func (s *stack) awaitCertificate(host, name string, roots *x509.CertPool) *x509.Certificate {
+	s.t.Helper()
+	var leaf *x509.Certificate
+	testenv.Eventually(s.t, certDeadline, func() error {
+		cs, err := s.servedTLS(host, name, roots)
+		if err == nil {
+			leaf = cs.PeerCertificates[0]
+		}
+		return err
+	})
+	return leaf
+}
+
 func TestARenewedCertificateIsServedWithoutRestartingNginx(t *testing.T) {
 	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{Profiles: map[string]time.Duration{"short": shortLifetime}},
 		[]string{"-e", "BERTH_ACME_PROFILE=short"}, stackOptions{})
 	roots := ca.IssuerRoots(t)
 	s.run(backend{name: "web", labels: []string{"proxy.host=renew.test", "proxy.acme=on"}})
-	var first *x509.Certificate
-	testenv.Eventually(t, certDeadline, func() error {
-		cs, err := s.servedTLS("renew.test", "web", roots)
-		if err == nil {
-			first = cs.PeerCertificates[0]
-		}
-		return err
-	})
+	first := s.awaitCertificate("renew.test", "web", roots)
 	pid, started, _ := s.nginxProcesses()
 	t.Logf("first certificate: serial %x, valid until %s", first.SerialNumber, first.NotAfter.Format(time.TimeOnly))
 
@@ -116,10 +124,7 @@ func TestAStoppedContainerKeepsItsHostUntilItIsRemoved(t *testing.T) {
 	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{}, nil, stackOptions{})
 	roots := ca.IssuerRoots(t)
 	web := s.run(backend{name: "web", labels: []string{"proxy.host=stopped.test", "proxy.acme=on"}})
-	testenv.Eventually(t, certDeadline, func() error {
-		_, err := s.servedTLS("stopped.test", "web", roots)
-		return err
-	})
+	s.awaitCertificate("stopped.test", "web", roots)
 	// A known SNI with an unknown Host is a misdirected request.
 	if status, err := s.misdirected("stopped.test", "other.test", roots); err != nil || status != http.StatusMisdirectedRequest {
 		t.Errorf("HTTPS with SNI stopped.test and Host other.test = %d %v, want 421", status, err)
@@ -229,10 +234,7 @@ func TestRenderPrintsWhatTheDaemonWritesWithTLSAndHTTP2(t *testing.T) {
 	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{}, nil, stackOptions{suite: "sid"})
 	roots := ca.IssuerRoots(t)
 	s.run(backend{name: "web", labels: []string{"proxy.host=render-tls.test", "proxy.acme=on"}})
-	testenv.Eventually(t, certDeadline, func() error {
-		_, err := s.servedTLS("render-tls.test", "web", roots)
-		return err
-	})
+	s.awaitCertificate("render-tls.test", "web", roots)
 	out := testenv.Docker(t, slices.Concat([]string{"run", "--rm"}, testenv.LabelArgs(), []string{
 		"--network", "none", "-v", "/var/run/docker.sock:/var/run/docker.sock",
 		"-v", "berth-e2e-" + s.id + "-certs:" + certsDir, "-v", "berth-e2e-" + s.id + "-state:" + stateDir,
@@ -294,14 +296,7 @@ func TestRenewAndRevokeFromTheCLIReachNginxWithinSeconds(t *testing.T) {
 	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{}, nil, stackOptions{})
 	roots := ca.IssuerRoots(t)
 	s.run(backend{name: "web", labels: []string{"proxy.host=cli.test", "proxy.acme=on"}})
-	var first *x509.Certificate
-	testenv.Eventually(t, certDeadline, func() error {
-		cs, err := s.servedTLS("cli.test", "web", roots)
-		if err == nil {
-			first = cs.PeerCertificates[0]
-		}
-		return err
-	})
+	first := s.awaitCertificate("cli.test", "web", roots)
 	if out, err := testenv.TryDocker("exec", s.berth, "/berth", "renew", "--force", "cli.test"); err != nil {
 		t.Fatalf("berth renew --force: %v\n%s", err, out)
 	}
