@@ -13,6 +13,15 @@ const (
 	HTTPSRedirect = "redirect" // HTTP answers 301 to HTTPS once a certificate exists
 	HTTPSBoth     = "both"     // HTTP and HTTPS both proxy
 	HTTPSOff      = "off"      // HTTP only, even with a certificate
+	HTTPSOnly     = "only"     // port 80 serves only the challenge path (the rest 503); HTTPS serves
+)
+
+// Backend schemes for a Location, matching the proxy.scheme label.
+const (
+	SchemeHTTP  = "http"
+	SchemeHTTPS = "https"
+	SchemeGRPC  = "grpc"
+	SchemeGRPCS = "grpcs"
 )
 
 // HTTP/2 modes: how (and whether) TLS servers enable HTTP/2.
@@ -38,17 +47,34 @@ type Config struct {
 	// anyone else a client-sent X-Forwarded-For is replaced. Empty: berth
 	// is the edge and trusts no forwarded address.
 	TrustedProxies []string
+	// IPv6 adds [::]:80 and [::]:443 listeners (with the ports of
+	// HTTPListen/HTTPSListen) when the nginx container has an IPv6 address.
+	IPv6 bool
 	// Sites, one per hostname. Order does not matter: rendering sorts.
 	Sites []Site
 }
 
 // Site is one virtual host.
 type Site struct {
+	// Host is a lower-case DNS name, or a wildcard server name
+	// ("*.example.com", "example.*"), which nginx matches after exact names.
 	Host string
 	// HTTPS is one of the HTTPS* modes; empty means HTTPSRedirect.
 	HTTPS string
+	// HSTS is the Strict-Transport-Security value sent on this site's
+	// HTTPS responses ("" sends none; never sent over plain HTTP).
+	HSTS string
 	// TLS is set when a certificate for Host exists on disk.
 	TLS *TLS
+	// RedirectTo, when set, makes this site answer every request (except
+	// the challenge path) with 301 to the same path and query on
+	// RedirectTo: over https once TLS is set, else http. It then has no
+	// Locations (proxy.redirect-from).
+	RedirectTo string
+	// ServerSnippet is raw nginx directives placed inside this site's
+	// server blocks (BERTH_SNIPPETS=on only). Validated upstream: balanced
+	// braces, never leaving its block. The renderer checks the braces again.
+	ServerSnippet string
 	// Locations by path prefix; several backends per location are balanced.
 	Locations []Location
 }
@@ -59,9 +85,30 @@ type TLS struct {
 	KeyFile  string // private key, PEM
 }
 
-// Location routes one path prefix of a Site.
+// Location routes one path prefix of a Site. Every option is already
+// validated; empty means "not set": nothing is rendered and nginx's (or the
+// user's own http-level) setting applies.
 type Location struct {
 	Path string // absolute prefix, "/" for everything
-	// Backends are "ip:port"; none means the location answers 503.
+	// Backends are "ip:port" or "[ipv6]:port"; none means the location answers 503.
 	Backends []string
+	// Scheme is how nginx talks to the backends: one of the Scheme*
+	// values; empty means SchemeHTTP.
+	Scheme string
+	// StripPath: the backend sees the request path without Path.
+	StripPath bool
+	// MaxBodySize is an nginx size ("10m", "1g", "0" = no limit);
+	// empty renders "0": berth sets no body limit unless asked.
+	MaxBodySize string
+	// Timeouts as nginx durations ("5s", "10m"); empty: not rendered.
+	ConnectTimeout, ReadTimeout, SendTimeout string
+	// BasicAuth holds htpasswd lines ("user:hash"); non-empty requires a
+	// login. The renderer writes them to a file of its own next to the
+	// site's file.
+	BasicAuth []string
+	// Allow lists addresses/CIDRs allowed; non-empty: everyone else 403.
+	Allow []string
+	// LocationSnippet is raw nginx directives inside this location
+	// (BERTH_SNIPPETS=on only; validated upstream like ServerSnippet).
+	LocationSnippet string
 }
