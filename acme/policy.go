@@ -61,9 +61,12 @@ func RetryAfter(now time.Time, n int, caRetry time.Duration) time.Time {
 }
 
 // Unissuable says why no public CA can issue a certificate for name, or ""
-// when it can: localhost names, IP literals and single-label names.
+// when it can: localhost names, IP literals, single-label names, and
+// wildcards (they need DNS-01, which berth does not do yet).
 func Unissuable(name string) string {
 	switch {
+	case strings.Contains(name, "*"):
+		return "wildcard names need a DNS-01 challenge, which berth does not support yet (set proxy.acme=off to silence this)"
 	case name == "localhost" || strings.HasSuffix(name, ".localhost"):
 		return "localhost names cannot get a public certificate"
 	case isIP(name):

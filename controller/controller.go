@@ -30,6 +30,8 @@ type Options struct {
 	// TrustedProxies are the CIDRs whose forwarded client address nginx
 	// honours (BERTH_TRUSTED_PROXIES).
 	TrustedProxies []string
+	// Defaults are the settings that give unset labels their values.
+	Defaults Defaults
 }
 
 // CertFiles are the files of one stored certificate version as nginx reads

@@ -20,6 +20,7 @@ type Container struct {
 	State    string            // Docker's state: running, exited, paused, restarting, created…
 	Health   string            // "", HealthStarting, HealthHealthy or HealthUnhealthy
 	Networks map[string]string // network name → IPv4 address ("" when none yet)
+	IPv6     map[string]string // network name → global IPv6 address, where it has one
 	Exposed  []int             // exposed TCP ports, sorted
 }
 
@@ -47,12 +48,20 @@ func (p Problem) String() string {
 	return fmt.Sprintf("container %s: %s", p.Container, p.Reason)
 }
 
-// Want is one container's validated request, reduced to what the config needs.
+// Want is one route of a container, validated, reduced to what the config needs.
 type Want struct {
 	Container string
 	Route     Route
-	Backend   string // "ip:port"; "" while the container is not running
+	Backend   string // "ip:port" or "[ipv6]:port"; "" while the container is not running
 	Ready     bool   // false while health is starting/unhealthy or not running
+}
+
+// CertNames are the names this want's certificate covers: its hosts and
+// the hosts that redirect to it, so the redirect is served over HTTPS.
+func (w Want) CertNames() []string {
+	names := slices.Concat(w.Route.Hosts, w.Route.Site.RedirectFrom)
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // Inputs for Desired beyond the containers.
@@ -64,6 +73,8 @@ type Inputs struct {
 	HTTP2   string                   // nginxconf.HTTP2* for the nginx in use
 	// TrustedProxies are CIDRs whose forwarded client address is honoured.
 	TrustedProxies []string
+	// Defaults give unset labels their values (validated settings).
+	Defaults Defaults
 }
 
 // Desired computes the nginx config for the given containers. Pure: no
@@ -80,24 +91,25 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 		if c.ID == in.Nginx.ID {
 			continue
 		}
-		w, ok, ps := project(c, in.Nginx)
+		ws, ps := project(c, in.Nginx, in.Defaults)
 		problems = append(problems, ps...)
-		if ok {
-			wants = append(wants, w)
-		}
+		wants = append(wants, ws...)
 	}
 	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2,
-		TrustedProxies: in.TrustedProxies}
-	cfg.Sites = buildSites(wants, in.Certs)
+		TrustedProxies: in.TrustedProxies, IPv6: hasIPv6(in.Nginx)}
+	sites, ps := buildSites(wants, in.Certs)
+	cfg.Sites = sites
+	problems = append(problems, ps...)
 	slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.String(), b.String()) })
 	return cfg, wants, problems
 }
 
-// project validates one container and resolves its backend address.
-func project(c Container, nginx Container) (Want, bool, []Problem) {
-	route, opted, errs, warns := ParseLabels(c.Labels)
-	if !opted {
-		return Want{}, false, nil
+// project validates one container and resolves its backend address: one
+// Want per route, or none when any label is bad (one Problem per label).
+func project(c Container, nginx Container, d Defaults) ([]Want, []Problem) {
+	routes, opted, errs, warns := ParseRoutes(c.Labels, d)
+	if !opted && len(errs) == 0 {
+		return nil, nil
 	}
 	var ps []Problem
 	for _, w := range warns {
@@ -107,35 +119,68 @@ func project(c Container, nginx Container) (Want, bool, []Problem) {
 		ps = append(ps, Problem{Container: c.Name, Label: e.Label, Value: e.Value, Reason: e.Reason + "; container not routed"})
 	}
 	if len(errs) > 0 {
-		return Want{}, false, ps
+		return nil, ps
 	}
+	var wants []Want
+	for _, r := range routes {
+		w, err := resolve(c, r, nginx)
+		if err != nil {
+			return nil, append(ps, err.problem(c.Name))
+		}
+		wants = append(wants, w)
+	}
+	return wants, ps
+}
+
+// routeError is why one route has no backend; it skips the container.
+type routeError struct {
+	label, value string
+	err          error
+}
+
+func (e *routeError) problem(container string) Problem {
+	return Problem{Container: container, Label: e.label, Value: e.value, Reason: e.err.Error() + "; container not routed"}
+}
+
+// resolve finds one route's backend address.
+func resolve(c Container, r Route, nginx Container) (Want, *routeError) {
+	netLabel := labelName(r.Name, "network")
 	if !c.Running {
 		// No address to route to, but the scope rule still holds: only a
 		// container nginx could reach when running keeps a host here.
-		if err := sharesNetwork(route.Network, c.Networks, nginx.Networks); err != nil {
-			return Want{}, false, append(ps, Problem{Container: c.Name, Reason: err.Error() + "; container not routed"})
+		if err := sharesNetwork(r.Network, c.Networks, nginx.Networks); err != nil {
+			return Want{}, &routeError{err: err}
 		}
-		return Want{Container: c.Name, Route: route}, true, ps
+		return Want{Container: c.Name, Route: r}, nil
 	}
-	port, err := choosePort(route.Port, c.Exposed)
+	port, err := choosePort(r.Port, c.Exposed)
 	if err != nil {
-		return Want{}, false, append(ps, Problem{Container: c.Name, Label: LabelPort, Reason: err.Error() + "; container not routed"})
+		return Want{}, &routeError{label: labelName(r.Name, "port"), err: err}
 	}
-	ip, err := chooseAddress(route.Network, c.Networks, nginx.Networks)
+	ip, err := chooseAddress(r.Network, c, nginx)
 	if err != nil {
-		p := Problem{Container: c.Name, Reason: err.Error() + "; container not routed"}
-		if route.Network != "" {
-			p.Label, p.Value = LabelNetwork, route.Network
+		e := &routeError{err: err}
+		if r.Network != "" {
+			e.label, e.value = netLabel, r.Network
 		}
-		return Want{}, false, append(ps, p)
+		return Want{}, e
 	}
-	w := Want{
+	return Want{
 		Container: c.Name,
-		Route:     route,
+		Route:     r,
 		Backend:   net.JoinHostPort(ip, strconv.Itoa(port)),
 		Ready:     c.Health != HealthStarting && c.Health != HealthUnhealthy,
+	}, nil
+}
+
+// hasIPv6 is true when the nginx container has an IPv6 address.
+func hasIPv6(nginx Container) bool {
+	for _, a := range nginx.IPv6 {
+		if a != "" {
+			return true
+		}
 	}
-	return w, true, ps
+	return false
 }
 
 // choosePort applies the port rule: the label; else the only exposed port;
@@ -154,25 +199,42 @@ func choosePort(label int, exposed []int) (int, error) {
 	return 0, fmt.Errorf("no %s label and several exposed ports %v: set %s", LabelPort, exposed, LabelPort)
 }
 
-// chooseAddress finds the container's IP on a network nginx is also on:
-// the named one, or the first shared one by name (deterministic).
-func chooseAddress(want string, mine, nginxNets map[string]string) (string, error) {
+// chooseAddress finds the container's address on a network nginx is also
+// on: the named one, or the first shared one by name (deterministic). IPv4
+// is preferred; a network where the container has only an IPv6 address is
+// used when nginx has one there too.
+func chooseAddress(want string, c Container, nginx Container) (string, error) {
+	mine, nginxNets := c.Networks, nginx.Networks
+	addr := func(n string) string {
+		if ip := mine[n]; ip != "" {
+			return ip
+		}
+		if c.IPv6[n] != "" && nginx.IPv6[n] != "" {
+			return c.IPv6[n]
+		}
+		return ""
+	}
 	if want != "" {
-		ip, onIt := mine[want]
+		_, onIt := mine[want]
 		_, nginxOn := nginxNets[want]
 		switch {
 		case !onIt:
 			return "", fmt.Errorf("not attached to network %s (its networks: %s)", want, names(mine))
 		case !nginxOn:
 			return "", fmt.Errorf("nginx is not on network %s (nginx networks: %s)", want, names(nginxNets))
-		case ip == "":
-			return "", fmt.Errorf("no IPv4 address on network %s", want)
+		case addr(want) == "":
+			return "", fmt.Errorf("no IPv4 address, nor an IPv6 address nginx can reach, on network %s", want)
 		}
-		return ip, nil
+		return addr(want), nil
 	}
 	for _, n := range sortedKeys(mine) {
-		if _, shared := nginxNets[n]; shared && mine[n] != "" {
+		if _, shared := nginxNets[n]; shared && addr(n) != "" && mine[n] != "" {
 			return mine[n], nil
+		}
+	}
+	for _, n := range sortedKeys(mine) {
+		if _, shared := nginxNets[n]; shared && addr(n) != "" {
+			return addr(n), nil
 		}
 	}
 	return "", fmt.Errorf("shares no network with nginx (container networks: %s; nginx networks: %s)", names(mine), names(nginxNets))
@@ -206,64 +268,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// buildSites groups wants by host and path. A location balances across its
-// ready backends; only when none is ready do the others get traffic, since
-// a possibly-broken backend beats a certain 503.
-func buildSites(wants []Want, certs map[string]nginxconf.TLS) []nginxconf.Site {
-	type loc struct{ ready, notReady []string }
-	paths := map[string]map[string]*loc{}
-	https := map[string]string{}
-	for _, w := range wants {
-		for _, h := range w.Route.Hosts {
-			if paths[h] == nil {
-				paths[h] = map[string]*loc{}
-			}
-			l := paths[h][w.Route.Path]
-			if l == nil {
-				l = &loc{}
-				paths[h][w.Route.Path] = l
-			}
-			switch {
-			case w.Backend == "": // not running: keeps the location, adds no server
-			case w.Ready:
-				l.ready = append(l.ready, w.Backend)
-			default:
-				l.notReady = append(l.notReady, w.Backend)
-			}
-			// The strictest mode wins, so adding a replica never weakens HTTPS.
-			if cur, ok := https[h]; !ok || httpsRank(w.Route.HTTPS) < httpsRank(cur) {
-				https[h] = w.Route.HTTPS
-			}
-		}
-	}
-	sites := make([]nginxconf.Site, 0, len(paths))
-	for _, h := range sortedKeys(paths) {
-		s := nginxconf.Site{Host: h, HTTPS: https[h]}
-		if tls, ok := certs[h]; ok {
-			s.TLS = &tls
-		}
-		for _, p := range sortedKeys(paths[h]) {
-			l := paths[h][p]
-			backends := l.ready
-			if len(backends) == 0 {
-				backends = l.notReady
-			}
-			slices.Sort(backends)
-			s.Locations = append(s.Locations, nginxconf.Location{Path: p, Backends: slices.Compact(backends)})
-		}
-		sites = append(sites, s)
-	}
-	return sites
-}
-
-func httpsRank(mode string) int {
-	switch mode {
-	case nginxconf.HTTPSRedirect:
-		return 0
-	case nginxconf.HTTPSBoth:
-		return 1
-	}
-	return 2
 }

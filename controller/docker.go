@@ -151,11 +151,15 @@ func projectSummary(s container.Summary) Container {
 		State:    string(s.State),
 		Health:   healthFromStatus(s.Status),
 		Networks: map[string]string{},
+		IPv6:     map[string]string{},
 	}
 	if s.NetworkSettings != nil {
 		for name, ep := range s.NetworkSettings.Networks {
 			if ep != nil {
 				c.Networks[name] = ep.IPAddress
+				if ep.GlobalIPv6Address != "" {
+					c.IPv6[name] = ep.GlobalIPv6Address
+				}
 			}
 		}
 	}

@@ -33,7 +33,7 @@ func TestParseLabelsAcceptsAndNormalises(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok, errs, _ := ParseLabels(tc.labels)
+			got, ok, errs, _ := parseDefaultRoute(tc.labels)
 			if !ok || len(errs) > 0 {
 				t.Fatalf("ok=%v errs=%v", ok, errs)
 			}
@@ -54,7 +54,8 @@ func TestParseLabelsRejectsWithLabelValueAndReason(t *testing.T) {
 		{"proxy.host", "-a.test", "label"},
 		{"proxy.host", strings.Repeat("a", 64) + ".test", "1-63"},
 		{"proxy.host", strings.Repeat("abcdefghi.", 26) + "test", "253"},
-		{"proxy.host", "*.example.com", "wildcard"},
+		{"proxy.host", "a.*.example.com", "wildcard must be the whole first or last label"},
+		{"proxy.host", "*", "wildcard"},
 		{"proxy.host", "a.test;b", "label"},
 		{"proxy.host", "exa mple.com", "label"},
 		{"proxy.port", "99999", "1 to 65535"},
@@ -73,7 +74,7 @@ func TestParseLabelsRejectsWithLabelValueAndReason(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.label+"="+tc.value, func(t *testing.T) {
 			labels := map[string]string{"proxy.host": "ok.test", tc.label: tc.value}
-			_, ok, errs, _ := ParseLabels(labels)
+			_, ok, errs, _ := parseDefaultRoute(labels)
 			if !ok || len(errs) != 1 {
 				t.Fatalf("want one error, got ok=%v errs=%v", ok, errs)
 			}
@@ -85,14 +86,24 @@ func TestParseLabelsRejectsWithLabelValueAndReason(t *testing.T) {
 	}
 }
 
+// parseDefaultRoute is ParseRoutes with the documented defaults, for
+// labels that set only the default route.
+func parseDefaultRoute(labels map[string]string) (Route, bool, []LabelError, []LabelError) {
+	routes, ok, errs, warns := ParseRoutes(labels, Defaults{})
+	if len(routes) == 0 {
+		return Route{}, ok, errs, warns
+	}
+	return routes[0], ok, errs, warns
+}
+
 func TestParseLabelsIgnoresContainersWithoutHost(t *testing.T) {
-	if _, ok, _, _ := ParseLabels(map[string]string{"proxy.port": "80"}); ok {
+	if _, ok, _, _ := parseDefaultRoute(map[string]string{"proxy.port": "80"}); ok {
 		t.Fatal("a container without proxy.host opted in")
 	}
 }
 
 func TestParseLabelsWarnsAboutUnknownProxyLabels(t *testing.T) {
-	_, ok, errs, warns := ParseLabels(map[string]string{"proxy.host": "a.test", "proxy.prot": "80"})
+	_, ok, errs, warns := parseDefaultRoute(map[string]string{"proxy.host": "a.test", "proxy.prot": "80"})
 	if !ok || len(errs) != 0 || len(warns) != 1 || warns[0].Label != "proxy.prot" {
 		t.Fatalf("ok=%v errs=%v warns=%v", ok, errs, warns)
 	}

@@ -136,7 +136,7 @@ func (c *Controller) certs() map[string]CertFiles {
 // uses the same function, so it shows what the daemon writes.
 func (c *Controller) inputs(nginx Container, build string, certs map[string]CertFiles) Inputs {
 	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen, HTTP2: HTTP2Mode(build),
-		TrustedProxies: c.opts.TrustedProxies}
+		TrustedProxies: c.opts.TrustedProxies, Defaults: c.opts.Defaults}
 	if len(certs) > 0 {
 		in.Certs = make(map[string]nginxconf.TLS, len(certs))
 		for h, f := range certs {
@@ -238,7 +238,7 @@ func certSets(wants []Want) [][]string {
 	var sets [][]string
 	for _, w := range wants {
 		if w.Route.ACME {
-			sets = append(sets, w.Route.Hosts)
+			sets = append(sets, w.CertNames())
 		}
 	}
 	return sets

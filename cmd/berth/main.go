@@ -124,6 +124,7 @@ func serve(s settings, log *logrus.Entry) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "nginx": s.NginxContainer, "acme_ca": s.ACMECA}).Info("berth starting")
+	s.warnAtStart(log)
 	nginx := newNginx(engine, s)
 	opts := s.controllerOptions()
 	var mgr *acme.Manager

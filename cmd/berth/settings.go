@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
-	"strings"
 	"time"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
@@ -24,6 +24,7 @@ type settings struct {
 	ACMEKeyType, ACMEProfile             string
 	ProbeAddr                            string
 	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
+	Defaults                             controller.Defaults // the labels' global defaults, validated
 	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
@@ -61,6 +62,16 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.ProbeAddr, "probe-addr", "BERTH_PROBE_ADDR", "", "host:port where berth reaches nginx's port 80 for the challenge self-check (default: the nginx container's address)")
 	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
+	str(&s.Defaults.MaxBodySize, "max-body-size", "BERTH_MAX_BODY_SIZE", "0", "default of proxy.max-body-size: nginx size, 0 = no limit")
+	str(&s.Defaults.ConnectTimeout, "proxy-connect-timeout", "BERTH_PROXY_CONNECT_TIMEOUT", "", "default of proxy.connect-timeout (empty: not rendered)")
+	str(&s.Defaults.ReadTimeout, "proxy-read-timeout", "BERTH_PROXY_READ_TIMEOUT", "", "default of proxy.read-timeout (empty: not rendered)")
+	str(&s.Defaults.SendTimeout, "proxy-send-timeout", "BERTH_PROXY_SEND_TIMEOUT", "", "default of proxy.send-timeout (empty: not rendered)")
+	str(&s.Defaults.HSTS, "hsts", "BERTH_HSTS", controller.DefaultHSTS, "default of proxy.hsts: off or max-age=N[; includeSubDomains][; preload]")
+	snippets := envOr("BERTH_SNIPPETS", "off")
+	fs.Func("snippets", "on allows proxy.server-snippet and proxy.location-snippet: anyone who can label a container then controls nginx (env BERTH_SNIPPETS, default off)", func(v string) error {
+		snippets = v
+		return nil
+	})
 	trusted := envOr("BERTH_TRUSTED_PROXIES", "")
 	fs.Func("trusted-proxies", "comma-separated CIDRs of a CDN or load balancer in front whose X-Forwarded-For is honoured (env BERTH_TRUSTED_PROXIES)", func(v string) error {
 		trusted = v
@@ -87,7 +98,16 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
 	}
 	s.Resync = d
-	if s.TrustedProxies, err = parseCIDRs(trusted); err != nil {
+	switch snippets {
+	case "on", "off":
+		s.Defaults.Snippets = snippets == "on"
+	default:
+		return s, fmt.Errorf("BERTH_SNIPPETS %q: want on or off", snippets)
+	}
+	if s.Defaults, err = s.Defaults.Validate(); err != nil {
+		return s, err
+	}
+	if s.TrustedProxies, err = controller.ParseAddrs(trusted); err != nil {
 		return s, fmt.Errorf("BERTH_TRUSTED_PROXIES: %w", err)
 	}
 	if (s.ACMEEABKID == "") != (s.ACMEEABHMAC == "") {
@@ -112,6 +132,17 @@ func (s settings) accountConfig() acme.AccountConfig {
 // acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
 func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }
 
+// snippetWarning is logged at start with BERTH_SNIPPETS=on: the snippet
+// labels splice raw directives into nginx, so labelling is then root over nginx.
+const snippetWarning = "BERTH_SNIPPETS=on: anyone who can label a container controls nginx (proxy.server-snippet, proxy.location-snippet)"
+
+// warnAtStart logs what the settings make dangerous.
+func (s settings) warnAtStart(log *logrus.Entry) {
+	if s.Defaults.Snippets {
+		log.Warn(snippetWarning)
+	}
+}
+
 func envOr(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
 		return v
@@ -126,27 +157,6 @@ func (s settings) controllerOptions() controller.Options {
 		NginxName:      s.NginxContainer,
 		Resync:         s.Resync,
 		TrustedProxies: s.TrustedProxies,
+		Defaults:       s.Defaults,
 	}
-}
-
-// parseCIDRs reads a comma-separated list of addresses and CIDRs, naming
-// the first that is neither.
-func parseCIDRs(v string) ([]string, error) {
-	var out []string
-	for _, part := range strings.Split(v, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(part); err == nil {
-			out = append(out, p.Masked().String())
-			continue
-		}
-		a, err := netip.ParseAddr(part)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an IP address or CIDR", part)
-		}
-		out = append(out, a.String())
-	}
-	return out, nil
 }
