@@ -51,6 +51,7 @@ func TestRetryAfterDoublesToADayAndHonoursTheCA(t *testing.T) {
 func TestUnissuable(t *testing.T) {
 	for name, bad := range map[string]bool{
 		"localhost": true, "app.localhost": true, "192.0.2.1": true, "[2001:db8::1]": true, "intranet": true,
+		"*.example.com": true, "example.*": true,
 		"app.example.com": false, "a.test": false,
 	} {
 		if got := Unissuable(name) != ""; got != bad {

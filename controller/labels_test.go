@@ -115,26 +115,53 @@ var allowedVars = regexp.MustCompile(`\$(host|request_uri|http_upgrade|berth_con
 // FuzzLabelsNeverInjectConfig feeds arbitrary label values through the whole
 // pure pipeline (labels → desired state → render) and checks that nothing of
 // the input can add a directive, a block, a comment or a variable: every
-// rendered line has the renderer's own shape.
+// rendered line has the renderer's own shape. Every label is tried alone
+// (so one bad value does not hide the others) and all together, on the
+// default route and on a named route; snippets are off.
 func FuzzLabelsNeverInjectConfig(f *testing.F) {
-	f.Add("app.example.com", "8080", "/api", "net", "redirect")
-	f.Add("a.test;include /etc/passwd", "80", "/x { return 200; }", "n", "both")
-	f.Add("bücher.example", "443", "/$host", "n\nx", "off")
-	f.Add("x.test\n}", "1", "/#", "'", "\"")
-	f.Fuzz(func(t *testing.T, host, port, path, network, https string) {
-		c := Container{ID: "c1", Name: "svc", Running: true, Exposed: []int{80},
-			Labels:   map[string]string{"proxy.host": host, "proxy.port": port, "proxy.path": path, "proxy.network": network, "proxy.https": https},
-			Networks: map[string]string{"net": "172.18.0.2", network: "172.18.0.3"}}
-		nginx := Container{ID: "n", Networks: map[string]string{"net": "172.18.0.1", network: "172.18.0.1"}}
-		cfg, _, _ := Desired([]Container{c}, Inputs{Nginx: nginx, Webroot: "/var/www/acme"})
-		files, _ := nginxconf.Render(cfg)
-		for name, data := range files {
-			if !nginxconf.Owned(name) || strings.ContainsAny(name, " \n;{}") {
-				t.Fatalf("unsafe file name %q", name)
+	f.Add("app.example.com", "8080", "/api", "net", "redirect", "10m", "5s", "max-age=60; preload", "www.example.com", "u:"+shaHash, "10.0.0.0/8", "grpc", "", "web")
+	f.Add("a.test;include /etc/passwd", "80", "/x { return 200; }", "n", "both", "1g;", "1h\n", "max-age=1; }", "b.test;", "u:$apr1$x", "::1", "https", "return 200;", "web")
+	f.Add("bücher.example", "443", "/$host", "n\nx", "only", "0", "10m", "off", "*.example.com", "a:b,c:d", "1.2.3.4/33", "grpcs", "}", "a1")
+	f.Add("x.test\n}", "1", "/#", "'", "\"", "$1", "${x}", "$host", "x.*", "\n", "#", "'", "{", "host")
+	f.Add("*.example.com", "9000", "/", "net", "off", "1K", "30", "max-age=0", "example.*", "u:"+bcryptHash, "2001:db8::/32", "http", "", "admin")
+	f.Fuzz(func(t *testing.T, host, port, path, network, https, size, timeout, hsts, redirect, auth, allow, scheme, snippet, route string) {
+		all := map[string]string{"proxy.port": port, "proxy.path": path, "proxy.network": network, "proxy.https": https,
+			"proxy.max-body-size": size, "proxy.connect-timeout": timeout, "proxy.read-timeout": timeout, "proxy.send-timeout": timeout,
+			"proxy.strip-path": https, "proxy.hsts": hsts, "proxy.redirect-from": redirect, "proxy.basic-auth": auth,
+			"proxy.allow": allow, "proxy.scheme": scheme, "proxy.server-snippet": snippet, "proxy.location-snippet": snippet,
+			"proxy.acme": https}
+		sets := []map[string]string{withHost(host, all)}
+		for k, v := range all {
+			sets = append(sets, withHost(host, map[string]string{k: v}))
+		}
+		named := map[string]string{}
+		for k, v := range withHost(host, all) {
+			named["proxy."+route+"."+strings.TrimPrefix(k, "proxy.")] = v
+		}
+		sets = append(sets, named)
+		for _, labels := range sets {
+			c := Container{ID: "c1", Name: "svc", Running: true, Exposed: []int{80}, Labels: labels,
+				Networks: map[string]string{"net": "172.18.0.2", network: "172.18.0.3"}}
+			nginx := Container{ID: "n", Networks: map[string]string{"net": "172.18.0.1", network: "172.18.0.1"}}
+			cfg, _, _ := Desired([]Container{c}, Inputs{Nginx: nginx, Webroot: "/var/www/acme"})
+			files, _ := nginxconf.Render(cfg)
+			for name, data := range files {
+				if !nginxconf.Owned(name) || strings.ContainsAny(name, " \n;{}") {
+					t.Fatalf("unsafe file name %q", name)
+				}
+				checkLines(t, name, string(data))
 			}
-			checkLines(t, name, string(data))
 		}
 	})
+}
+
+// withHost is labels plus proxy.host.
+func withHost(host string, labels map[string]string) map[string]string {
+	out := map[string]string{"proxy.host": host}
+	for k, v := range labels {
+		out[k] = v
+	}
+	return out
 }
 
 var (
