@@ -61,7 +61,10 @@ type Route struct {
 	HTTPS   string   // one of nginxconf.HTTPS*
 	ACME    bool
 	Site    SiteOptions
-	Loc     LocationOptions
+	// Loc carries the per-location options (scheme, strip-path, body
+	// size, timeouts, basic auth, allow-list, snippet) in the model's own
+	// type; "" or nil is "not set". Desired fills in Path and Backends.
+	Loc nginxconf.Location
 }
 
 // SiteOptions are the options of a route that belong to its hosts' server
@@ -70,17 +73,6 @@ type SiteOptions struct {
 	HSTS          string   // "" sends none
 	RedirectFrom  []string // normalised hostnames, sorted, unique
 	ServerSnippet string
-}
-
-// LocationOptions are the per-location options; "" or nil is "not set".
-type LocationOptions struct {
-	Scheme                                   string // nginxconf.Scheme*
-	StripPath                                bool
-	MaxBodySize                              string
-	ConnectTimeout, ReadTimeout, SendTimeout string
-	BasicAuth                                []string
-	Allow                                    []string
-	LocationSnippet                          string
 }
 
 // LabelError is one invalid label value: it names the label, the value and why.
@@ -339,4 +331,24 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// OptedIn says, without validating anything, whether labels name a host
+// for some route (proxy.host or proxy.<route>.host): whether the Docker
+// adapter must look up the container's exposed ports for the port rule.
+func OptedIn(labels map[string]string) bool {
+	for name, v := range labels {
+		if v == "" {
+			continue
+		}
+		if name == LabelHost {
+			return true
+		}
+		if rest, ok := strings.CutPrefix(name, LabelPrefix); ok {
+			if route, opt, named := strings.Cut(rest, "."); named && opt == "host" && routeName.MatchString(route) {
+				return true
+			}
+		}
+	}
+	return false
 }

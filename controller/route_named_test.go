@@ -106,3 +106,14 @@ func TestSnippetsAreAcceptedOnlyWhenOnAndOnlyInsideTheirBlock(t *testing.T) {
 		}
 	}
 }
+
+func TestOptedInSeesNamedRoutes(t *testing.T) {
+	for labels, want := range map[*map[string]string]bool{
+		{"proxy.host": "a.test"}: true, {"proxy.web.host": "a.test"}: true,
+		{"proxy.port": "80"}: false, {"proxy.web.port": "80"}: false, {"proxy.host": ""}: false, {}: false,
+	} {
+		if got := OptedIn(*labels); got != want {
+			t.Fatalf("OptedIn(%v) = %v", *labels, got)
+		}
+	}
+}

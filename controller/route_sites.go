@@ -26,7 +26,7 @@ func buildSites(wants []Want, certs map[string]nginxconf.TLS) ([]nginxconf.Site,
 		return cmp.Or(strings.Compare(a.Container, b.Container), strings.Compare(a.Route.Name, b.Route.Name))
 	})
 	type loc struct {
-		opts            LocationOptions
+		opts            nginxconf.Location
 		ready, notReady []string
 	}
 	paths := map[string]map[string]*loc{}
@@ -63,7 +63,8 @@ func buildSites(wants []Want, certs map[string]nginxconf.TLS) ([]nginxconf.Site,
 				backends = l.notReady
 			}
 			slices.Sort(backends)
-			s.Locations = append(s.Locations, location(p, slices.Compact(backends), l.opts))
+			l.opts.Path, l.opts.Backends = p, slices.Compact(backends)
+			s.Locations = append(s.Locations, l.opts)
 		}
 	}
 	problems := addRedirects(sites, wants)
@@ -95,15 +96,6 @@ func addRedirects(sites map[string]*nginxconf.Site, wants []Want) []Problem {
 		}
 	}
 	return problems
-}
-
-// location is one nginxconf.Location with the route's options.
-func location(path string, backends []string, o LocationOptions) nginxconf.Location {
-	return nginxconf.Location{
-		Path: path, Backends: backends, Scheme: o.Scheme, StripPath: o.StripPath, MaxBodySize: o.MaxBodySize,
-		ConnectTimeout: o.ConnectTimeout, ReadTimeout: o.ReadTimeout, SendTimeout: o.SendTimeout,
-		BasicAuth: o.BasicAuth, Allow: o.Allow, LocationSnippet: o.LocationSnippet,
-	}
 }
 
 // httpsRank orders the HTTPS modes from strictest (lowest) to weakest.
