@@ -80,6 +80,9 @@ type stackOptions struct {
 	// dockerProxy puts a testenv.DockerProxy (berth's allow-list) between
 	// berth and the engine instead of mounting the engine's socket.
 	dockerProxy bool
+	// ipv6 makes the stack's network dual-stack (ipv6Subnet), so nginx and
+	// the backends get IPv6 addresses next to their IPv4 ones.
+	ipv6 bool
 }
 
 // newStack starts nginx 1.22 (Debian bookworm) and berth, and waits until
@@ -106,7 +109,11 @@ func newStackWith(t testing.TB, opts stackOptions) *stack {
 	}
 	t.Cleanup(s.teardown)
 
-	s.network = s.createNetwork("berth-e2e-" + s.id)
+	var netArgs []string
+	if opts.ipv6 {
+		netArgs = []string{"--ipv6", "--subnet", ipv6Subnet(s.id)}
+	}
+	s.network = s.createNetwork("berth-e2e-"+s.id, netArgs...)
 	conf, webroot, certs, state := s.createVolume("conf"), s.createVolume("webroot"), s.createVolume("certs"), s.createVolume("state")
 	shared := []string{"-v", conf + ":" + confDir, "-v", webroot + ":" + webrootDir, "-v", certs + ":" + certsDir}
 
@@ -156,10 +163,12 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *stack) createNetwork(name string) string {
+// createNetwork creates a labelled network; extra are `docker network
+// create` flags.
+func (s *stack) createNetwork(name string, extra ...string) string {
 	s.t.Helper()
 	s.track(&s.networks, name)
-	testenv.Docker(s.t, slices.Concat([]string{"network", "create"}, testenv.LabelArgs(), []string{name})...)
+	testenv.Docker(s.t, slices.Concat([]string{"network", "create"}, testenv.LabelArgs(), extra, []string{name})...)
 	return name
 }
 

@@ -9,6 +9,17 @@
 // forwarding headers nginx adds (X-Forwarded-For, -Proto, -Host, -Port and
 // X-Real-IP) come back as response headers prefixed with "Echo-".
 //
+// A POST, PUT or PATCH body is read to the end and its size added to the
+// line as bytes=N (an upload test). A path ending in /sleep/<duration>
+// (e.g. /sleep/3s) waits that long before answering and adds slept=<d>
+// (a proxy timeout test).
+//
+// gRPC mode: with GRPC=1 every port, and every port in GRPC_PORTS (also
+// listened on when PORTS lacks it), speaks cleartext HTTP/2 as well and
+// answers any POST with content type application/grpc with one gRPC
+// message, the raw bytes "name=$NAME port=<port> path=<path>", and the
+// trailer grpc-status: 0.
+//
 // `backend healthcheck` exits 1 when HEALTHY is "0" or after `backend
 // sicken` has run in the container (docker exec), and 0 otherwise: it is the
 // exec-form HEALTHCHECK of the image, which has no shell.
@@ -26,13 +37,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 )
-
-// echoed are the request headers returned as Echo-<name> response headers.
-var echoed = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port", "X-Real-IP"}
 
 // shutdownGrace bounds how long in-flight requests may finish after
 // SIGTERM: tests stop and remove backends constantly, and `docker stop`
@@ -47,7 +54,7 @@ func main() {
 	if len(os.Args) > 1 {
 		os.Exit(subcommand(os.Args[1]))
 	}
-	if err := serve(os.Getenv("NAME"), os.Getenv("PORTS")); err != nil {
+	if err := serve(os.Getenv("NAME"), plan(os.Getenv("PORTS"), os.Getenv("GRPC"), os.Getenv("GRPC_PORTS"))); err != nil {
 		log.Print(err)
 		os.Exit(1)
 	}
@@ -76,21 +83,29 @@ func subcommand(name string) int {
 	return 2
 }
 
-func serve(name, ports string) error {
-	if ports == "" {
-		ports = "80"
-	}
+// serve listens on every port of plan and serves until SIGTERM. Each
+// listener is ":port", which on Linux takes IPv4 and IPv6 connections both.
+func serve(name string, plan []listener) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	var servers []*http.Server
 	errs := make(chan error, 1)
-	for _, port := range strings.Split(ports, ",") {
-		port = strings.TrimSpace(port)
-		ln, err := net.Listen("tcp", ":"+port)
+	for _, l := range plan {
+		ln, err := net.Listen("tcp", ":"+l.port)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: handler(name, port), ReadHeaderTimeout: 5 * time.Second}
+		h := handler(name, l.port)
+		if l.grpc {
+			h = grpcHandler(name, l.port, h)
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			// A request waiting in /sleep/ ends at SIGTERM instead of
+			// holding the shutdown grace.
+			BaseContext: func(net.Listener) context.Context { return ctx },
+		}
 		servers = append(servers, srv)
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -101,7 +116,7 @@ func serve(name, ports string) error {
 			}
 		}()
 	}
-	log.Printf("backend %q listening on %s", name, ports)
+	log.Printf("backend %q listening on %v", name, plan)
 	select {
 	case <-ctx.Done():
 	case err := <-errs:
@@ -115,18 +130,4 @@ func serve(name, ports string) error {
 		}
 	}
 	return nil
-}
-
-func handler(name, port string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("X-Backend", name)
-		h.Set("Content-Type", "text/plain; charset=utf-8")
-		for _, k := range echoed {
-			if v := r.Header.Get(k); v != "" {
-				h.Set("Echo-"+k, v)
-			}
-		}
-		fmt.Fprintf(w, "name=%s port=%s host=%s path=%s\n", name, port, r.Host, r.URL.Path)
-	})
 }
