@@ -21,6 +21,7 @@ type Container struct {
 	Health   string            // "", HealthStarting, HealthHealthy or HealthUnhealthy
 	Networks map[string]string // network name → IPv4 address ("" when none yet)
 	Exposed  []int             // exposed TCP ports, sorted
+	Env      map[string]string // environment, only when the engine reads it (BERTH_NGINX_PROXY_ENV=on)
 }
 
 // Health states as Docker reports them.
