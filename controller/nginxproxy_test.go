@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/berthproxy/berth/internal/testenv"
 )
 
 func TestNginxProxyLabels(t *testing.T) {
@@ -163,5 +165,49 @@ func TestEnvMapKeepsOnlyNginxProxyVariables(t *testing.T) {
 	}
 	if keys := slices.Collect(maps.Keys(envMap([]string{"PATH=/bin"}))); len(keys) != 0 {
 		t.Errorf("no nginx-proxy variables should give an empty map, got %v", keys)
+	}
+}
+
+// On the real engine: with ReadEnv the adapter reads the nginx-proxy
+// variables of a container that has no proxy.host label, and nothing else
+// of its environment; without ReadEnv it reads none.
+func TestDockerEngineReadsNginxProxyEnv(t *testing.T) {
+	testenv.SkipShort(t, "uses the Docker engine")
+	testenv.RequireDocker(t)
+	img := testenv.BackendImage(t)
+	args := append([]string{"create"}, testenv.LabelArgs()...)
+	args = append(args, "-e", "VIRTUAL_HOST=np.example.com", "-e", "VIRTUAL_PORT=8080", "-e", "DB_PASSWORD=secret", img)
+	id := strings.TrimSpace(testenv.Docker(t, args...))
+	t.Cleanup(func() { testenv.TryDocker("rm", "-f", "-v", id) })
+
+	d, err := NewDockerEngine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	find := func() Container {
+		t.Helper()
+		cs, err := d.List(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cs {
+			if c.ID == id {
+				return c
+			}
+		}
+		t.Fatalf("container %s not listed", shortID(id))
+		return Container{}
+	}
+	if c := find(); c.Env != nil {
+		t.Errorf("without ReadEnv the environment should not be read, got %v", c.Env)
+	}
+	d.ReadEnv = true
+	want := map[string]string{"VIRTUAL_HOST": "np.example.com", "VIRTUAL_PORT": "8080"}
+	if c := find(); !maps.Equal(c.Env, want) {
+		t.Errorf("Env = %v, want %v", c.Env, want)
+	}
+	if c := find(); !maps.Equal(c.Env, want) { // from the cache
+		t.Errorf("cached Env = %v, want %v", c.Env, want)
 	}
 }
