@@ -179,8 +179,8 @@ func splitList(v string) []string {
 
 // NormalizeBackend checks a backend address and returns its canonical form:
 // "1.2.3.4:80", "[fd00::1]:80" (IPv6 in brackets, compressed) or
-// "name.example:80" (lower case). A DNS name is resolved by nginx when it
-// loads its config.
+// "name.example:80" (lower case). ResolveBackends turns names into
+// addresses before they reach nginx.
 func NormalizeBackend(b string) (string, error) {
 	host, port, err := net.SplitHostPort(strings.TrimSpace(b))
 	if err != nil {
@@ -200,6 +200,43 @@ func NormalizeBackend(b string) (string, error) {
 		return "", fmt.Errorf("%q is neither an IP address nor a DNS name", host)
 	}
 	return net.JoinHostPort(name, port), nil
+}
+
+// Lookup resolves a DNS name to addresses; net.DefaultResolver.LookupNetIP
+// has this shape.
+type Lookup func(ctx context.Context, network, host string) ([]netip.Addr, error)
+
+// ResolveBackends replaces the DNS names among a file route's backends by
+// their addresses ("ip:port", sorted, unique). nginx resolves a name in an
+// upstream when it loads its config, and one name that does not resolve
+// fails nginx -t for every site; resolved here, at the edge and on every
+// pass, a name that does not resolve costs only its own route (the caller
+// skips it with the returned error), and a changed address is a changed
+// config like any other.
+func ResolveBackends(ctx context.Context, lookup Lookup, backends []string) ([]string, error) {
+	var out []string
+	for _, b := range backends {
+		host, port, err := net.SplitHostPort(b)
+		if err != nil {
+			return nil, fmt.Errorf("backend %q: %w", b, err)
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			out = append(out, b)
+			continue
+		}
+		addrs, err := lookup(ctx, "ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("resolve backend %s: %w", host, err)
+		}
+		if len(addrs) == 0 {
+			return nil, fmt.Errorf("resolve backend %s: no addresses", host)
+		}
+		for _, a := range addrs {
+			out = append(out, net.JoinHostPort(a.Unmap().WithZone("").String(), port))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // RoutesFileContent is one change of the routes file: its new bytes, or why

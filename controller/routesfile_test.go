@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -202,4 +204,26 @@ func TestWatchRoutesFile(t *testing.T) {
 			t.Fatal("the channel should close when ctx ends")
 		}
 	})
+}
+
+func TestResolveBackends(t *testing.T) {
+	lookup := func(_ context.Context, network, host string) ([]netip.Addr, error) {
+		switch host {
+		case "nas.lan":
+			return []netip.Addr{netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("fd00::9"), netip.MustParseAddr("::ffff:10.0.0.9")}, nil
+		case "empty.lan":
+			return nil, nil
+		}
+		return nil, errors.New("no such host")
+	}
+	got, err := ResolveBackends(t.Context(), lookup, []string{"nas.lan:5000", "10.0.0.1:80", "[fd00::1]:80"})
+	want := []string{"10.0.0.1:80", "10.0.0.9:5000", "[fd00::1]:80", "[fd00::9]:5000"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("ResolveBackends = %q, %v; want %q", got, err, want)
+	}
+	for _, name := range []string{"gone.lan:80", "empty.lan:80"} {
+		if got, err := ResolveBackends(t.Context(), lookup, []string{"10.0.0.1:80", name}); err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(name, ":80")) {
+			t.Errorf("%s: got %q, %v; want an error naming it", name, got, err)
+		}
+	}
 }
