@@ -22,6 +22,7 @@ type Container struct {
 	Networks map[string]string // network name → IPv4 address ("" when none yet)
 	IPv6     map[string]string // network name → global IPv6 address, where it has one
 	Exposed  []int             // exposed TCP ports, sorted
+	Env      map[string]string // environment, only when the engine reads it (BERTH_NGINX_PROXY_ENV=on)
 }
 
 // Health states as Docker reports them.

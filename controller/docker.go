@@ -47,8 +47,20 @@ type DockerEngine struct {
 	cli                      *client.Client
 	callTimeout, execTimeout time.Duration
 
-	mu      sync.Mutex
-	exposed map[string][]int // container ID → exposed TCP ports (immutable per container)
+	// ReadEnv: also read each container's environment (for nginx-proxy's
+	// VIRTUAL_HOST etc., BERTH_NGINX_PROXY_ENV=on), so every container is
+	// inspected, not only those with proxy.host.
+	ReadEnv bool
+
+	mu        sync.Mutex
+	inspected map[string]inspected // container ID → what inspect told (immutable per container)
+}
+
+// inspected is the part of an inspect result that never changes for a
+// container ID: its image's exposed ports and its environment.
+type inspected struct {
+	exposed []int
+	env     map[string]string
 }
 
 // NewDockerEngine connects using the standard DOCKER_* environment. API
@@ -63,7 +75,7 @@ func NewDockerEngine() (*DockerEngine, error) {
 }
 
 func newDockerEngine(cli *client.Client) *DockerEngine {
-	return &DockerEngine{cli: cli, callTimeout: dockerCallTimeout, execTimeout: dockerExecTimeout, exposed: map[string][]int{}}
+	return &DockerEngine{cli: cli, callTimeout: dockerCallTimeout, execTimeout: dockerExecTimeout, inspected: map[string]inspected{}}
 }
 
 // Close releases the client's connections.
@@ -88,15 +100,18 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	for _, s := range list {
 		c := projectSummary(s)
 		seen[c.ID] = true
-		if c.Labels[LabelHost] != "" {
-			ports, err := d.exposedPorts(ctx, c.ID)
+		if d.ReadEnv || c.Labels[LabelHost] != "" {
+			insp, err := d.inspect(ctx, c.ID)
 			if client.IsErrNotFound(err) {
 				continue // removed since the list: it is gone, not unknown
 			}
 			if err != nil {
 				return nil, err
 			}
-			c.Exposed = ports
+			c.Exposed = insp.exposed
+			if d.ReadEnv {
+				c.Env = insp.env
+			}
 		}
 		out = append(out, c)
 	}
@@ -104,40 +119,59 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	return out, nil
 }
 
-func (d *DockerEngine) exposedPorts(ctx context.Context, id string) ([]int, error) {
+// inspect returns the cached inspect result of a container, asking the
+// engine once per container ID.
+func (d *DockerEngine) inspect(ctx context.Context, id string) (inspected, error) {
 	d.mu.Lock()
-	ports, ok := d.exposed[id]
+	r, ok := d.inspected[id]
 	d.mu.Unlock()
 	if ok {
-		return ports, nil
+		return r, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("inspect container %s: %w", shortID(id), err)
+		return inspected{}, fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
 	if insp.Config != nil {
 		for p := range insp.Config.ExposedPorts {
 			if p.Proto() == "tcp" {
-				ports = append(ports, p.Int())
+				r.exposed = append(r.exposed, p.Int())
 			}
 		}
+		slices.Sort(r.exposed)
+		r.env = envMap(insp.Config.Env)
 	}
-	slices.Sort(ports)
 	d.mu.Lock()
-	d.exposed[id] = ports
+	d.inspected[id] = r
 	d.mu.Unlock()
-	return ports, nil
+	return r, nil
+}
+
+// envMap keeps the nginx-proxy variables of Docker's "KEY=value" list: the
+// rest of an environment often holds secrets, which berth has no use for
+// and so does not keep. A later duplicate wins, as in the process.
+func envMap(env []string) map[string]string {
+	var m map[string]string
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); IsNginxProxyEnv(k) {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // forget drops cached inspect results of containers that are gone.
 func (d *DockerEngine) forget(seen map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for id := range d.exposed {
+	for id := range d.inspected {
 		if !seen[id] {
-			delete(d.exposed, id)
+			delete(d.inspected, id)
 		}
 	}
 }
