@@ -32,6 +32,12 @@ type Options struct {
 	TrustedProxies []string
 	// Defaults are the settings that give unset labels their values.
 	Defaults Defaults
+	// NginxProxyEnv reads nginx-proxy / acme-companion variables
+	// (BERTH_NGINX_PROXY_ENV=on).
+	NginxProxyEnv bool
+	// RoutesFile is a YAML file of routes to backends that are not
+	// containers (BERTH_ROUTES_FILE); "" for none.
+	RoutesFile string
 }
 
 // CertFiles are the files of one stored certificate version as nginx reads
@@ -86,7 +92,8 @@ type Controller struct {
 	unconfirmed bool
 	verify      map[string]string // host → serial nginx must serve after the last reload
 	verifyFails int
-	inUse       []string // certificate files last reported to Certs.InUse
+	inUse       []string    // certificate files last reported to Certs.InUse
+	fileRoutes  []FileRoute // the routes file's last good entries
 }
 
 // New returns a controller. The logger should carry no per-pass fields.
@@ -114,6 +121,20 @@ func (c *Controller) Run(ctx context.Context) error {
 	if c.opts.Certs != nil {
 		certsChanged = c.opts.Certs.Changed()
 	}
+	var routesFile <-chan RoutesFileContent
+	if c.opts.RoutesFile != "" {
+		routesFile = WatchRoutesFile(ctx, c.opts.RoutesFile, routesFilePoll)
+		// The first pass waits for the file's first read, so a restart
+		// never drops the file's routes for a moment.
+		select {
+		case content, ok := <-routesFile:
+			if ok {
+				c.routesFileUpdate(content, c.log)
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	timer := time.NewTimer(0) // first pass at once
 	defer timer.Stop()
 	resync := time.NewTicker(c.opts.Resync)
@@ -139,6 +160,13 @@ func (c *Controller) Run(ctx context.Context) error {
 			schedule(time.Now().Add(coalesceDelay))
 		case <-certsChanged:
 			c.log.Debug("certificates changed")
+			schedule(time.Now())
+		case content, ok := <-routesFile:
+			if !ok {
+				routesFile = nil
+				continue
+			}
+			c.routesFileUpdate(content, c.log)
 			schedule(time.Now())
 		case <-resync.C:
 			schedule(time.Now())

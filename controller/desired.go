@@ -76,6 +76,11 @@ type Inputs struct {
 	TrustedProxies []string
 	// Defaults give unset labels their values (validated settings).
 	Defaults Defaults
+	// NginxProxyEnv: containers' nginx-proxy variables count as labels
+	// (BERTH_NGINX_PROXY_ENV=on; the Docker adapter reads Env only then).
+	NginxProxyEnv bool
+	// FileRoutes are the routes file's entries, backends resolved to addresses.
+	FileRoutes []FileRoute
 }
 
 // Desired computes the nginx config for the given containers. Pure: no
@@ -92,10 +97,18 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 		if c.ID == in.Nginx.ID {
 			continue
 		}
+		if in.NginxProxyEnv {
+			var warning *Problem
+			if c, warning = withNginxProxyEnv(c); warning != nil {
+				problems = append(problems, *warning)
+			}
+		}
 		ws, ps := project(c, in.Nginx, in.Defaults)
 		problems = append(problems, ps...)
 		wants = append(wants, ws...)
 	}
+	fws, fps := fileWants(in.FileRoutes, in.Defaults)
+	wants, problems = append(wants, fws...), append(problems, fps...)
 	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2,
 		TrustedProxies: in.TrustedProxies, IPv6: hasIPv6(in.Nginx)}
 	sites, ps := buildSites(wants, in.Certs)

@@ -100,7 +100,7 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	for _, s := range list {
 		c := projectSummary(s)
 		seen[c.ID] = true
-		if d.ReadEnv || c.Labels[LabelHost] != "" {
+		if d.ReadEnv || OptedIn(c.Labels) {
 			insp, err := d.inspect(ctx, c.ID)
 			if client.IsErrNotFound(err) {
 				continue // removed since the list: it is gone, not unknown

@@ -105,7 +105,7 @@ func NginxProxyLabels(env map[string]string) (labels map[string]string, warnings
 	if len(hosts) == 0 {
 		return nil, warnings
 	}
-	opts, ws := routeOptions(env)
+	opts, ws := nginxProxyOptions(env)
 	warnings = append(warnings, ws...)
 	certHosts, noCert, ws := splitCertHosts(hosts, env)
 	warnings = append(warnings, ws...)
@@ -149,8 +149,8 @@ func virtualHosts(v string) (hosts, warnings []string) {
 	return hosts, warnings
 }
 
-// routeOptions maps the per-route variables other than the hosts.
-func routeOptions(env map[string]string) (map[string]string, []string) {
+// nginxProxyOptions maps the per-route variables other than the hosts.
+func nginxProxyOptions(env map[string]string) (map[string]string, []string) {
 	opts := map[string]string{}
 	var warnings []string
 	if v := strings.TrimSpace(env[EnvVirtualPort]); v != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -76,7 +77,9 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	}
 	start = time.Now()
 	certs := c.certs()
-	cfg, wants, problems := Desired(cs, c.inputs(nginx, build, certs))
+	in, fileProblems := c.inputs(ctx, nginx, build, certs)
+	cfg, wants, problems := Desired(cs, in)
+	problems = append(problems, fileProblems...)
 	c.tellWanted(cfg, wants)
 	desired, errs := nginxconf.Render(cfg)
 	c.report(problems, errs, log)
@@ -134,16 +137,18 @@ func (c *Controller) certs() map[string]CertFiles {
 
 // inputs gathers what Desired needs beyond the containers; "berth render"
 // uses the same function, so it shows what the daemon writes.
-func (c *Controller) inputs(nginx Container, build string, certs map[string]CertFiles) Inputs {
+func (c *Controller) inputs(ctx context.Context, nginx Container, build string, certs map[string]CertFiles) (Inputs, []Problem) {
 	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen, HTTP2: HTTP2Mode(build),
-		TrustedProxies: c.opts.TrustedProxies, Defaults: c.opts.Defaults}
+		TrustedProxies: c.opts.TrustedProxies, Defaults: c.opts.Defaults, NginxProxyEnv: c.opts.NginxProxyEnv}
+	var problems []Problem
+	in.FileRoutes, problems = resolveFileRoutes(ctx, c.fileRoutes)
 	if len(certs) > 0 {
 		in.Certs = make(map[string]nginxconf.TLS, len(certs))
 		for h, f := range certs {
 			in.Certs[h] = nginxconf.TLS{CertFile: f.Chain, KeyFile: f.Key}
 		}
 	}
-	return in
+	return in, problems
 }
 
 // tellWanted tells the certificate manager which host lists want a
@@ -259,7 +264,13 @@ func Render(ctx context.Context, engine Engine, nginx *Nginx, opts Options, log 
 	if err != nil {
 		return nil, err
 	}
-	cfg, _, problems := Desired(cs, c.inputs(n, build, c.certs()))
+	if opts.RoutesFile != "" {
+		data, err := os.ReadFile(opts.RoutesFile)
+		c.routesFileUpdate(RoutesFileContent{Data: data, Err: err}, log)
+	}
+	in, fileProblems := c.inputs(ctx, n, build, c.certs())
+	cfg, _, problems := Desired(cs, in)
+	problems = append(problems, fileProblems...)
 	files, errs := nginxconf.Render(cfg)
 	c.report(problems, errs, log)
 	if _, ok := files[nginxconf.DefaultFile]; !ok {

@@ -116,6 +116,9 @@ func serve(s settings, log *logrus.Entry) int {
 		return 1
 	}
 	engine, err := controller.NewDockerEngine()
+	if engine != nil {
+		engine.ReadEnv = s.NginxProxyEnv
+	}
 	if err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
@@ -215,6 +218,9 @@ func prepareDirs(s settings) error {
 // render prints the files for the current Docker state, sorted by name.
 func render(s settings, stdout io.Writer, log *logrus.Entry) int {
 	engine, err := controller.NewDockerEngine()
+	if engine != nil {
+		engine.ReadEnv = s.NginxProxyEnv
+	}
 	if err != nil {
 		log.WithError(err).Error("render")
 		return 1

@@ -25,6 +25,8 @@ type settings struct {
 	ProbeAddr                            string
 	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
 	Defaults                             controller.Defaults // the labels' global defaults, validated
+	RoutesFile                           string
+	NginxProxyEnv                        bool
 	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
@@ -67,6 +69,12 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.Defaults.ReadTimeout, "proxy-read-timeout", "BERTH_PROXY_READ_TIMEOUT", "", "default of proxy.read-timeout (empty: not rendered)")
 	str(&s.Defaults.SendTimeout, "proxy-send-timeout", "BERTH_PROXY_SEND_TIMEOUT", "", "default of proxy.send-timeout (empty: not rendered)")
 	str(&s.Defaults.HSTS, "hsts", "BERTH_HSTS", controller.DefaultHSTS, "default of proxy.hsts: off or max-age=N[; includeSubDomains][; preload]")
+	str(&s.RoutesFile, "routes-file", "BERTH_ROUTES_FILE", "", "YAML file of routes to backends that are not containers (watched)")
+	nginxProxyEnv := envOr("BERTH_NGINX_PROXY_ENV", "off")
+	fs.Func("nginx-proxy-env", "on also reads nginx-proxy / acme-companion variables (VIRTUAL_HOST, LETSENCRYPT_HOST, …) of containers (env BERTH_NGINX_PROXY_ENV, default off)", func(v string) error {
+		nginxProxyEnv = v
+		return nil
+	})
 	snippets := envOr("BERTH_SNIPPETS", "off")
 	fs.Func("snippets", "on allows proxy.server-snippet and proxy.location-snippet: anyone who can label a container then controls nginx (env BERTH_SNIPPETS, default off)", func(v string) error {
 		snippets = v
@@ -98,6 +106,12 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		return s, fmt.Errorf("BERTH_RESYNC %q: want a duration of at least 1s, like 30s", resync)
 	}
 	s.Resync = d
+	switch nginxProxyEnv {
+	case "on", "off":
+		s.NginxProxyEnv = nginxProxyEnv == "on"
+	default:
+		return s, fmt.Errorf("BERTH_NGINX_PROXY_ENV %q: want on or off", nginxProxyEnv)
+	}
 	switch snippets {
 	case "on", "off":
 		s.Defaults.Snippets = snippets == "on"
@@ -158,5 +172,7 @@ func (s settings) controllerOptions() controller.Options {
 		Resync:         s.Resync,
 		TrustedProxies: s.TrustedProxies,
 		Defaults:       s.Defaults,
+		NginxProxyEnv:  s.NginxProxyEnv,
+		RoutesFile:     s.RoutesFile,
 	}
 }
