@@ -168,17 +168,29 @@ var (
 	directiveLine = regexp.MustCompile(`^ *[a-z_0-9]+( [^ ;{}#"'\\]+)* *[;{]$`)
 	mapEntryLine  = regexp.MustCompile(`^ *(default upgrade|''      '');$`)
 	// clearedHeader: the renderer's own fixed lines that drop a client header.
-	clearedHeader = regexp.MustCompile(`^ *proxy_set_header (Forwarded|X-Forwarded-Ssl|Proxy) "";$`)
+	clearedHeader = regexp.MustCompile(`^ *(proxy|grpc)_set_header (Forwarded|X-Forwarded-Ssl|Proxy) "";$`)
+	// fixedQuoted: the renderer's own lines with a quoted value.
+	fixedQuoted = regexp.MustCompile(`^ *(auth_basic "restricted"|add_header Strict-Transport-Security "max-age=[0-9]+(; includeSubDomains)?(; preload)?" always);$`)
+	// htpasswdEntry is one line of a basic-auth file: user:hash, nothing else.
+	htpasswdEntry = regexp.MustCompile(`^[A-Za-z0-9._@-]+:[$./{}A-Za-z0-9+=]+$`)
 )
 
 func checkLines(t *testing.T, name, data string) {
 	t.Helper()
+	if strings.HasSuffix(name, nginxconf.HtpasswdSuffix) {
+		for i, line := range strings.Split(strings.TrimSuffix(data, "\n"), "\n") {
+			if !htpasswdEntry.MatchString(line) {
+				t.Fatalf("%s line %d is not one user:hash: %q", name, i+1, line)
+			}
+		}
+		return
+	}
 	for i, line := range strings.Split(data, "\n") {
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case trimmed == "" || trimmed == "}":
 		case strings.HasPrefix(trimmed, "#") && (i == 0 || strings.HasPrefix(trimmed, "# Lets websocket")):
-		case clearedHeader.MatchString(line):
+		case clearedHeader.MatchString(line), fixedQuoted.MatchString(line):
 		case mapEntryLine.MatchString(line), directiveLine.MatchString(line):
 			if rest := allowedVars.ReplaceAllString(line, ""); strings.Contains(rest, "$") {
 				t.Fatalf("%s line %d expands an unexpected variable: %q", name, i+1, line)

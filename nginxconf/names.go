@@ -26,6 +26,7 @@ const fileHashLen = 16
 // host's plain name or to DefaultFile, because no valid hostname contains
 // "_" and a host never starts with one.
 func FileName(host string) string {
+	host = fileSafe(host)
 	name := FilePrefix + host + FileSuffix
 	if len(name) <= maxFileName {
 		return name

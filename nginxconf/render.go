@@ -11,9 +11,12 @@ import (
 // FileSuffix; the default server uses an underscore, which no valid
 // hostname contains, so a site called "default" can never collide with it.
 const (
-	FilePrefix  = "berth-"
-	FileSuffix  = ".conf"
-	DefaultFile = FilePrefix + "_default" + FileSuffix
+	FilePrefix = "berth-"
+	FileSuffix = ".conf"
+	// HtpasswdSuffix ends the files of basic-auth logins; nginx's "*.conf"
+	// include never loads them as config.
+	HtpasswdSuffix = ".htpasswd"
+	DefaultFile    = FilePrefix + "_default" + FileSuffix
 )
 
 // Files maps a file name inside the conf dir to its content.
@@ -73,10 +76,15 @@ func Render(cfg Config) (Files, []error) {
 			errs = append(errs, &SiteError{s.Host, "duplicate site"})
 			continue
 		}
-		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2)
+		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2, cfg.IPv6)
+		for i, l := range s.Locations {
+			if len(l.BasicAuth) > 0 {
+				files[htpasswdFile(s.Host, i)] = []byte(strings.Join(l.BasicAuth, "\n") + "\n")
+			}
+		}
 		hosts = append(hosts, s.Host)
 	}
-	files[DefaultFile] = renderDefault(defaults{webroot, httpListen, httpsListen, proxies, hosts})
+	files[DefaultFile] = renderDefault(defaults{webroot, httpListen, httpsListen, cfg.IPv6, proxies, hosts})
 	return files, errs
 }
 
@@ -109,18 +117,21 @@ func sortedSites(sites []Site) []Site {
 }
 
 func checkSite(s Site) error {
-	if len(s.Host) > 253 || !hostToken.MatchString(s.Host) {
-		return &SiteError{s.Host, "host is not a lower-case DNS name"}
+	if !validHost(s.Host) {
+		return &SiteError{s.Host, "host is not a lower-case DNS name or wildcard server name"}
 	}
 	switch s.HTTPS {
-	case "", HTTPSRedirect, HTTPSBoth, HTTPSOff:
+	case "", HTTPSRedirect, HTTPSBoth, HTTPSOff, HTTPSOnly:
 	default:
 		return &SiteError{s.Host, fmt.Sprintf("unknown https mode %q", s.HTTPS)}
 	}
 	if s.TLS != nil && (!safePath(s.TLS.CertFile) || !safePath(s.TLS.KeyFile)) {
 		return &SiteError{s.Host, "certificate path has unsafe characters"}
 	}
-	if len(s.Locations) == 0 {
+	if err := checkOptions(s); err != nil {
+		return err
+	}
+	if len(s.Locations) == 0 && s.RedirectTo == "" {
 		return &SiteError{s.Host, "no locations"}
 	}
 	for i, l := range s.Locations {

@@ -61,6 +61,26 @@ var goldenCases = []configCase{
 		{Host: "stopped.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/stopped.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/stopped.example.com/privkey.pem"},
 			Locations: []Location{{Path: "/api"}, {Path: "/"}}},
 	}}, false},
+	// Every per-service option at once, on a site with a certificate.
+	{"options", Config{Webroot: "/var/www/acme", Sites: []Site{
+		{Host: "opts.example.com", HSTS: "max-age=63072000; includeSubDomains; preload",
+			TLS:           &TLS{CertFile: "/etc/nginx/certs/opts.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/opts.example.com/privkey.pem"},
+			ServerSnippet: "add_header X-Server-Snippet on;",
+			Locations: []Location{
+				{Path: "/", Backends: []string{"172.18.0.5:80"}, MaxBodySize: "10m", ConnectTimeout: "5s", ReadTimeout: "10m", SendTimeout: "30s",
+					BasicAuth: []string{"alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="}, Allow: []string{"10.0.0.0/8", "2001:db8::/32"},
+					LocationSnippet: "add_header X-Location-Snippet on;"},
+				{Path: "/api", Backends: []string{"172.18.0.6:8443"}, StripPath: true, Scheme: SchemeHTTPS},
+				{Path: "/rpc", Backends: []string{"172.18.0.7:50051"}, Scheme: SchemeGRPC},
+			}},
+	}}, false},
+	{"redirect-only-wildcard-ipv6", Config{Webroot: "/var/www/acme", IPv6: true, Sites: []Site{
+		{Host: "www.example.com", RedirectTo: "example.com"},
+		{Host: "example.com", HTTPS: HTTPSOnly, TLS: &TLS{CertFile: "/etc/nginx/certs/example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/example.com/privkey.pem"},
+			Locations: []Location{{Path: "/", Backends: []string{"[fd12:3456:789a::5]:80"}}}},
+		{Host: "*.example.org", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.8:80"}}}},
+		{Host: "example.*", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
+	}}, false},
 }
 
 // configCase is a config that must pass nginx -t on every nginx berth
