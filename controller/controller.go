@@ -92,6 +92,7 @@ type Controller struct {
 	unconfirmed bool
 	verify      map[string]string // host → serial nginx must serve after the last reload
 	verifyFails int
+	verifyAfter time.Time   // no check before this: the reload must be complete
 	inUse       []string    // certificate files last reported to Certs.InUse
 	fileRoutes  []FileRoute // the routes file's last good entries
 }

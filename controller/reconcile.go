@@ -97,7 +97,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		c.held = false // a held change that went away does not count as a burst
 		c.tellInUse(current)
 		log.WithField("list_ms", ms(t.List)).Debug("no change")
-		return c.checkServed(ctx, log)
+		return c.checkServed(ctx, now, log)
 	}
 	if wait := c.pacer.Wait(now); wait > 0 && !plan.Empty() {
 		c.notBefore = now.Add(wait)
@@ -114,7 +114,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	if err != nil {
 		return err
 	}
-	c.expectServed(cfg, certs, current)
+	c.expectServed(cfg, certs, current, now)
 	c.pacer.Record(now, c.held)
 	c.held = false
 	log.WithFields(logrus.Fields{
