@@ -180,9 +180,6 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 }
 
-// Poke asks for a pass soon, e.g. because a certificate was stored.
-func (c *Controller) Poke(why string) { poke(c.pokes, why) }
-
 // poke delivers an event without blocking: one pending poke is enough,
 // since every pass reads the whole world.
 func poke(pokes chan<- string, why string) {

@@ -79,22 +79,38 @@ func checkOptions(s Site) error {
 }
 
 // checkSnippet: the braces of a snippet balance and never close the block
-// it sits in. Validated fully upstream (quotes, comments); this is the
-// renderer's own, coarser guard.
+// it sits in. Braces inside quotes or a comment do not count, as nginx
+// reads them; upstream validation is stricter still.
 func checkSnippet(s string) error {
 	depth := 0
+	var quote rune
+	escaped, comment := false, false
 	for _, r := range s {
-		switch r {
-		case '{':
+		switch {
+		case comment:
+			comment = r != '\n'
+		case escaped:
+			escaped = false
+		case r == '\\':
+			escaped = true
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			}
+		case r == '"' || r == '\'':
+			quote = r
+		case r == '#':
+			comment = true
+		case r == '{':
 			depth++
-		case '}':
+		case r == '}':
 			if depth--; depth < 0 {
 				return fmt.Errorf("closes the block it is in")
 			}
 		}
 	}
-	if depth != 0 {
-		return fmt.Errorf("braces do not balance")
+	if depth != 0 || quote != 0 {
+		return fmt.Errorf("braces or quotes do not balance")
 	}
 	return nil
 }

@@ -47,3 +47,18 @@ func TestWildcardHostsGetSafeFileAndUpstreamNames(t *testing.T) {
 		}
 	}
 }
+
+func TestSnippetBracesInQuotesOrCommentsDoNotCount(t *testing.T) {
+	for snippet, ok := range map[string]bool{
+		`return 200 "}";`:             true,
+		"add_header X-A b; # }":       true,
+		`location /x { return 204; }`: true,
+		"} server {":                  false,
+		`if ($host) { return 403;`:    false,
+		`add_header X "unterminated;`: false,
+	} {
+		if err := checkSnippet(snippet); (err == nil) != ok {
+			t.Errorf("checkSnippet(%q) = %v, want ok=%v", snippet, err, ok)
+		}
+	}
+}
