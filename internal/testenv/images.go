@@ -237,7 +237,13 @@ ENV GOTOOLCHAIN=local
 func pruneReplaced(logf logFunc, repo, keep string) { pruneReplacedPrefix(logf, repo, "", keep) }
 
 // pruneReplacedPrefix is pruneReplaced for the tags that start with prefix.
+// BERTH_TESTENV_KEEP_IMAGES=1 turns pruning off: checkouts of different
+// revisions testing side by side on one engine would otherwise remove each
+// other's images between a build and its first docker run.
 func pruneReplacedPrefix(logf logFunc, repo, prefix, keep string) {
+	if os.Getenv("BERTH_TESTENV_KEEP_IMAGES") == "1" {
+		return
+	}
 	out, err := TryDocker("images", "--format", "{{.Repository}}:{{.Tag}}", repo)
 	if err != nil {
 		logf("list old images: %v", err)
