@@ -114,12 +114,12 @@ var rejectedFile = regexp.MustCompile(`/(` + regexp.QuoteMeta(nginxconf.FilePref
 // quarantines its bytes, so the next pass lands every other change. nginx
 // names the file for most errors; for the rest (a hash table it cannot
 // build, a certificate it cannot load, a limit it hits) it is found by
-// validating halves of the changed files. The default file is never
-// quarantined.
+// validating halves of the changed files. The shared files (the default
+// server, the error pages: nginxconf.Shared) are never quarantined.
 func (c *Controller) isolate(ctx context.Context, nginx Container, out string, current, desired nginxconf.Files, plan nginxconf.Plan, log *logrus.Entry) {
 	for _, m := range rejectedFile.FindAllStringSubmatch(out, -1) {
 		name := m[1]
-		if name != nginxconf.DefaultFile && (slices.Contains(plan.Write, name) || plan.Empty() && current[name] != nil) {
+		if !nginxconf.Shared(name) && (slices.Contains(plan.Write, name) || plan.Empty() && current[name] != nil) {
 			c.hold(name, desired[name], "nginx -t names this file", out, log)
 			return
 		}
@@ -150,19 +150,20 @@ func (c *Controller) hold(name string, data []byte, how, out string, log *logrus
 
 // bisectStart returns the known-good base for a search and the files to
 // search. With a plan, the base is the files before the change (minus the
-// removed ones, which cannot break nginx) plus the new default file; with an
-// empty plan (unconfirmed files found at start), the default file alone.
+// removed ones, which cannot break nginx) plus the new shared files; with an
+// empty plan (unconfirmed files found at start), the shared files alone.
 // Pure.
 func bisectStart(current, desired nginxconf.Files, plan nginxconf.Plan) (nginxconf.Files, []string) {
 	base := nginxconf.Files{}
 	var cands []string
 	if plan.Empty() {
 		for _, name := range slices.Sorted(maps.Keys(current)) {
-			if name != nginxconf.DefaultFile {
+			if nginxconf.Shared(name) {
+				base[name] = current[name]
+			} else {
 				cands = append(cands, name)
 			}
 		}
-		base[nginxconf.DefaultFile] = current[nginxconf.DefaultFile]
 		return base, cands
 	}
 	maps.Copy(base, current)
@@ -170,7 +171,7 @@ func bisectStart(current, desired nginxconf.Files, plan nginxconf.Plan) (nginxco
 		delete(base, name)
 	}
 	for _, name := range plan.Write {
-		if name == nginxconf.DefaultFile {
+		if nginxconf.Shared(name) {
 			base[name] = desired[name]
 		} else {
 			cands = append(cands, name)
@@ -184,7 +185,7 @@ func bisectStart(current, desired nginxconf.Files, plan nginxconf.Plan) (nginxco
 // validations. test may write the files it is given.
 func bisect(base nginxconf.Files, cands []string, desired nginxconf.Files, test func(nginxconf.Files) (bool, error)) (string, error) {
 	if len(cands) == 0 {
-		return "", errors.New("no host file changed: the default file or nginx's own config is at fault")
+		return "", errors.New("no host file changed: a shared file or nginx's own config is at fault")
 	}
 	if ok, err := test(base); err != nil {
 		return "", err

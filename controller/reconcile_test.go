@@ -186,7 +186,7 @@ func TestNothingIsWrittenWhileNginxIsDown(t *testing.T) {
 	}
 	eng.containers = append(eng.containers, testNginx)
 	passAt(c, 1)
-	if files, _ := nginxconf.ReadOwned(c.opts.ConfDir); len(files) != 2 || eng.signals != 1 {
+	if files, _ := nginxconf.ReadOwned(c.opts.ConfDir); len(files) != 3 || eng.signals != 1 {
 		t.Fatalf("after nginx is back: %d files, %d reloads", len(files), eng.signals)
 	}
 }

@@ -58,7 +58,7 @@ func TestRunAppliesASingleChangeAtOnceAndPacesABurst(t *testing.T) {
 			t.Fatalf("a 3 s burst cost %d reloads, want at most 4", n-2)
 		}
 		files, _ := os.ReadDir(dir)
-		if len(files) != 32 { // default + a + 30
+		if len(files) != 33 { // default + error pages + a + 30
 			t.Fatalf("%d files after the burst went quiet, want every change applied", len(files))
 		}
 	})

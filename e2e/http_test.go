@@ -37,6 +37,13 @@ type reply struct {
 	header http.Header
 }
 
+// berthPage reports whether r is berth's own error page for status (e.g.
+// "503 Service Unavailable"): HTML that names neither nginx nor a version.
+func berthPage(r reply, status string) bool {
+	return strings.Contains(r.body, "<title>"+status+"</title>") && !strings.Contains(strings.ToLower(r.body), "nginx") &&
+		!strings.ContainsAny(r.header.Get("Server"), "0123456789")
+}
+
 func (r reply) String() string { return fmt.Sprintf("%d %q", r.status, r.body) }
 
 // backend returns the NAME of the backend that produced the body, or "".

@@ -76,7 +76,15 @@ func (s *stack) send(rq request) (reply, error) {
 	for k, vs := range rq.header {
 		req.Header[k] = vs
 	}
-	resp, err := newClient(rq.timeout).Do(req)
+	client := newClient(rq.timeout)
+	if rq.size > 0 {
+		// As curl does for large bodies: nginx answers a body over the
+		// limit with 413 before it is sent, instead of closing the
+		// connection under a client still writing (a reset, not a 413).
+		req.Header.Set("Expect", "100-continue")
+		client.Transport.(*http.Transport).ExpectContinueTimeout = rq.timeout
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return reply{}, fmt.Errorf("%s %s%s: %w", rq.method, rq.host, rq.path, err)
 	}

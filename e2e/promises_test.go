@@ -141,14 +141,14 @@ func TestAStoppedContainerKeepsItsHostUntilItIsRemoved(t *testing.T) {
 			if err != nil {
 				return fmt.Errorf("HTTPS while the container is %sd: %w", action, err)
 			}
-			if r.status != http.StatusServiceUnavailable || r.backend() != "" || !slices.Contains(cs.PeerCertificates[0].DNSNames, "stopped.test") {
+			if r.status != http.StatusServiceUnavailable || !berthPage(r, "503 Service Unavailable") || !slices.Contains(cs.PeerCertificates[0].DNSNames, "stopped.test") {
 				return fmt.Errorf("HTTPS while %sd = %v, want 503 from nginx with the host's certificate", action, r)
 			}
 			h, err := s.get("stopped.test", "/")
 			if err != nil {
 				return err
 			}
-			if h.status != http.StatusServiceUnavailable || h.backend() != "" {
+			if h.status != http.StatusServiceUnavailable || !berthPage(h, "503 Service Unavailable") {
 				return fmt.Errorf("HTTP while %sd = %v, want 503 from nginx", action, h)
 			}
 			return nil

@@ -46,6 +46,7 @@ func renderDefault(d defaults) []byte {
 	writeListen(&b, d.httpListen, " default_server", d.ipv6)
 	b.WriteString("    server_name _;\n")
 	writeChallenge(&b, d.webroot)
+	writeErrorPages(&b)
 	b.WriteString("    location / {\n        return 503;\n    }\n}\n\n")
 	b.WriteString("server {\n")
 	writeListen(&b, d.httpsListen, " ssl default_server", d.ipv6)
@@ -88,6 +89,7 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 	fmt.Fprintf(&b, "    server_name %s;\n", s.Host)
 	writeChallenge(&b, webroot)
 	writeSnippet(&b, "    ", s.ServerSnippet)
+	writeErrorPages(&b)
 	switch {
 	case s.RedirectTo != "":
 		scheme := "http"
@@ -125,6 +127,7 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 			fmt.Fprintf(&b, "    add_header Strict-Transport-Security \"%s\" always;\n", s.HSTS)
 		}
 		writeSnippet(&b, "    ", s.ServerSnippet)
+		writeErrorPages(&b)
 		if s.RedirectTo != "" {
 			fmt.Fprintf(&b, "    location / {\n        return 301 https://%s$request_uri;\n    }\n", s.RedirectTo)
 		} else {

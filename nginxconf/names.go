@@ -25,15 +25,20 @@ const fileHashLen = 16
 // unique, at most maxFileName bytes, still Owned, and never equal to another
 // host's plain name or to DefaultFile, because no valid hostname contains
 // "_" and a host never starts with one.
-func FileName(host string) string {
+func FileName(host string) string { return hostFile(host, FileSuffix) }
+
+// hostFile is FilePrefix + host + suffix, shortened as FileName says when
+// it would not fit; the suffix is always kept whole, so a long host's
+// other files (its htpasswd files) fit as well as its site file.
+func hostFile(host, suffix string) string {
 	host = fileSafe(host)
-	name := FilePrefix + host + FileSuffix
+	name := FilePrefix + host + suffix
 	if len(name) <= maxFileName {
 		return name
 	}
 	sum := sha256.Sum256([]byte(host))
-	keep := maxFileName - len(FilePrefix) - len("_") - fileHashLen - len(FileSuffix)
-	return FilePrefix + host[:keep] + "_" + hex.EncodeToString(sum[:])[:fileHashLen] + FileSuffix
+	keep := maxFileName - len(FilePrefix) - len("_") - fileHashLen - len(suffix)
+	return FilePrefix + host[:keep] + "_" + hex.EncodeToString(sum[:])[:fileHashLen] + suffix
 }
 
 // Server-name hash sizes nginx uses when nothing sets them: a 64-byte

@@ -170,3 +170,37 @@ func nginxHashInit(names []string, bucketSize, maxSize int) string {
 	}
 	return "could not build optimal server_names_hash"
 }
+
+// A 253-character host with basic auth renders files that can all be
+// written: the htpasswd files are shortened like the site file, suffix kept.
+func TestLongHostWithBasicAuthCanBeWritten(t *testing.T) {
+	login := "alice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="
+	files, errs := Render(Config{Webroot: "/var/www/acme", Sites: []Site{{Host: host253, Locations: []Location{
+		{Path: "/", Backends: []string{"10.0.0.1:80"}, BasicAuth: []string{login}},
+		{Path: "/admin", Backends: []string{"10.0.0.2:80"}, BasicAuth: []string{login}},
+	}}}})
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	var logins []string
+	for name := range files {
+		if len(name) > maxFileName || !Owned(name) {
+			t.Errorf("file %q (%d bytes): want at most %d bytes and Owned", name, len(name), maxFileName)
+		}
+		if strings.HasSuffix(name, HtpasswdSuffix) {
+			logins = append(logins, name)
+		}
+	}
+	if len(logins) != 2 {
+		t.Fatalf("got htpasswd files %q, want two", logins)
+	}
+	site := string(files[FileName(host253)])
+	for _, name := range logins {
+		if !strings.Contains(site, "auth_basic_user_file conf.d/"+name+";") {
+			t.Errorf("the site does not reference %s", name)
+		}
+	}
+	if _, err := Apply(t.TempDir(), Files{}, files); err != nil {
+		t.Fatalf("writing the files of a 253-character host with basic auth: %v", err)
+	}
+}

@@ -115,9 +115,10 @@ func checkSnippet(s string) error {
 	return nil
 }
 
-// htpasswdFile is the name of the file holding location i's logins.
+// htpasswdFile is the name of the file holding location i's logins; the
+// index ends the name, after the last "-", so two hosts never share one.
 func htpasswdFile(host string, i int) string {
-	return strings.TrimSuffix(FileName(host), FileSuffix) + "-" + strconv.Itoa(i) + HtpasswdSuffix
+	return hostFile(host, "-"+strconv.Itoa(i)+HtpasswdSuffix)
 }
 
 // writeSnippet puts raw directives on lines of their own, so a trailing

@@ -16,6 +16,9 @@ const (
 	// HtpasswdSuffix ends the files of basic-auth logins; nginx's "*.conf"
 	// include never loads them as config.
 	HtpasswdSuffix = ".htpasswd"
+	// IncludeSuffix ends files that server blocks include; like htpasswd
+	// files, nginx's "*.conf" include never loads them at http level.
+	IncludeSuffix = ".inc"
 	DefaultFile    = FilePrefix + "_default" + FileSuffix
 )
 
@@ -84,6 +87,7 @@ func Render(cfg Config) (Files, []error) {
 		}
 		hosts = append(hosts, s.Host)
 	}
+	files[ErrorPagesFile] = renderErrorPages()
 	files[DefaultFile] = renderDefault(defaults{webroot, httpListen, httpsListen, cfg.IPv6, proxies, hosts})
 	return files, errs
 }

@@ -184,8 +184,8 @@ func TestRenderDropsOnlyTheUnsafeSite(t *testing.T) {
 		if _, ok := files["berth-good.test.conf"]; !ok {
 			t.Errorf("site %q took good.test down with it", b.Host)
 		}
-		if len(files) != 2 {
-			t.Errorf("site %q: want default + good file, got %d files", b.Host, len(files))
+		if len(files) != 3 {
+			t.Errorf("site %q: want the shared files + good file, got %d files", b.Host, len(files))
 		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 // Owned reports whether name is one of berth's files. berth never reads,
 // writes or deletes anything else in the conf dir.
 func Owned(name string) bool {
-	return strings.HasPrefix(name, FilePrefix) && (strings.HasSuffix(name, FileSuffix) || strings.HasSuffix(name, HtpasswdSuffix)) &&
+	return strings.HasPrefix(name, FilePrefix) && (strings.HasSuffix(name, FileSuffix) || strings.HasSuffix(name, HtpasswdSuffix) || strings.HasSuffix(name, IncludeSuffix)) &&
 		!strings.ContainsRune(name, '/')
 }
 
