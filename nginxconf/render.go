@@ -19,7 +19,7 @@ const (
 	// IncludeSuffix ends files that server blocks include; like htpasswd
 	// files, nginx's "*.conf" include never loads them at http level.
 	IncludeSuffix = ".inc"
-	DefaultFile    = FilePrefix + "_default" + FileSuffix
+	DefaultFile   = FilePrefix + "_default" + FileSuffix
 )
 
 // Files maps a file name inside the conf dir to its content.
