@@ -79,7 +79,6 @@ type Controller struct {
 	pass   int
 
 	notBefore  time.Time           // paced: no pass before this
-	held       bool                // the pending change was held by the pacer
 	failures   int                 // consecutive failed passes, for backoff
 	reported   map[string]bool     // problems already logged, to log each once per change
 	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
@@ -157,7 +156,6 @@ func (c *Controller) Run(ctx context.Context) error {
 			return nil
 		case why := <-pokes:
 			c.log.WithField("event", why).Debug("docker event")
-			c.pacer.Event(time.Now())
 			schedule(time.Now().Add(coalesceDelay))
 		case <-certsChanged:
 			c.log.Debug("certificates changed")

@@ -94,14 +94,13 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	plan := nginxconf.Diff(current, desired)
 	t.Render = time.Since(start)
 	if plan.Empty() && !c.unconfirmed {
-		c.held = false // a held change that went away does not count as a burst
+		c.pacer.Cancel()
 		c.tellInUse(current)
 		log.WithField("list_ms", ms(t.List)).Debug("no change")
 		return c.checkServed(ctx, now, log)
 	}
 	if wait := c.pacer.Wait(now); wait > 0 && !plan.Empty() {
 		c.notBefore = now.Add(wait)
-		c.held = true
 		log.WithField("retry_in", wait).Debug("change waits for reload pacing")
 		return errPaced
 	}
@@ -115,8 +114,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		return err
 	}
 	c.expectServed(cfg, certs, current, now)
-	c.pacer.Record(now, c.held)
-	c.held = false
+	c.pacer.Record(now)
 	log.WithFields(logrus.Fields{
 		"written": plan.Write, "removed": plan.Remove,
 		"list_ms": ms(t.List), "render_ms": ms(t.Render), "write_ms": ms(t.Write),

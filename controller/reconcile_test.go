@@ -208,8 +208,6 @@ func TestReloadsArePacedInABurst(t *testing.T) {
 	start := time.Now()
 	for i := range 10 {
 		now := start.Add(time.Duration(i) * 100 * time.Millisecond)
-		c.pacer.Event(now)
-		c.pacer.Event(now)
 		eng.containers = append(eng.containers, svc("s"+string(rune('a'+i)), 10+i, map[string]string{"proxy.host": string(rune('a'+i)) + ".test"}, 80))
 		c.reconcile(context.Background(), now)
 	}
@@ -218,71 +216,71 @@ func TestReloadsArePacedInABurst(t *testing.T) {
 	}
 }
 
-func TestPacerHoldsOnlyBurstsAndGrowsWithThem(t *testing.T) {
-	var p reloadPacer
+// paced replays changes arriving at the given times through the pacer, as
+// the loop does (a held change is retried when its wait ends and carries
+// every change that arrived meanwhile), and returns the reload times and
+// each change's wait.
+func paced(p *reloadPacer, changes []time.Time) (reloads []time.Time, waits []time.Duration) {
+	pending := 0 // first change not yet applied
+	for pending < len(changes) {
+		now := changes[pending]
+		if len(reloads) > 0 && reloads[len(reloads)-1].After(now) {
+			now = reloads[len(reloads)-1]
+		}
+		// Later changes ask again before the wait is over, as passes on
+		// their events do; they must not shorten it.
+		w := p.Wait(now)
+		for next := pending + 1; w > 0 && next < len(changes) && changes[next].Before(now.Add(w)); next++ {
+			if w2 := p.Wait(changes[next]); changes[next].Add(w2) != now.Add(w) {
+				panic(fmt.Sprintf("a pass at %v moved the held reload from %v to %v", changes[next], now.Add(w), changes[next].Add(w2)))
+			}
+		}
+		now = now.Add(w)
+		p.Record(now)
+		reloads = append(reloads, now)
+		for pending < len(changes) && !changes[pending].After(now) {
+			waits = append(waits, now.Sub(changes[pending]))
+			pending++
+		}
+	}
+	return reloads, waits
+}
+
+func every(start time.Time, gap time.Duration, n int) []time.Time {
+	var ts []time.Time
+	for i := range n {
+		ts = append(ts, start.Add(time.Duration(i)*gap))
+	}
+	return ts
+}
+
+func TestPacerLetsATrickleThroughAndCoalescesOnlyBursts(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
-	if p.Wait(t0) != 0 {
-		t.Fatal("the first reload must not wait")
-	}
-	p.Record(t0, false)
-	// Single changes a few seconds apart (deploy, remove, disconnect) each
-	// reload at once.
-	for i := 1; i <= 5; i++ {
-		now := at(float64(2 * i))
-		p.Event(now)
-		if w := p.Wait(now); w != 0 {
-			t.Fatalf("single change %d waits %v", i, w)
+	var p reloadPacer
+	// A trickle: a service every 1.5 s (or every 1 s) each goes live at once.
+	for _, gap := range []time.Duration{1500 * time.Millisecond, time.Second} {
+		reloads, waits := paced(&p, every(t0, gap, 20))
+		if len(reloads) != 20 || slices.Max(waits) != 0 {
+			t.Fatalf("a trickle every %v: %d reloads, longest wait %v; want 20 and none", gap, len(reloads), slices.Max(waits))
 		}
-		p.Record(now, false)
+		t0 = t0.Add(time.Minute)
 	}
-	// A burst: 10 events a second for 19 s (100 containers started
-	// together); a reload is wanted whenever an event came after the last.
-	var reloads []time.Time
-	lastEvent, lastReload, held := time.Time{}, at(10), false
-	for ms := 20_000; ms < 60_000; ms += 10 {
-		now := t0.Add(time.Duration(ms) * time.Millisecond)
-		if ms < 39_000 && ms%100 == 0 {
-			p.Event(now)
-			lastEvent = now
-		}
-		if !lastEvent.After(lastReload) {
-			continue
-		}
-		if p.Wait(now) > 0 {
-			held = true
-			continue
-		}
-		p.Record(now, held)
-		reloads, lastReload, held = append(reloads, now), now, false
+	// A burst: 100 services over 19 s (8 parallel docker runs here).
+	// The first change reloads at once, the next after minGap, the rest
+	// one per burstGap.
+	reloads, waits := paced(&p, every(t0, 190*time.Millisecond, 100))
+	if most := 3 + int((19*time.Second-minGap)/burstGap); len(reloads) > most || slices.Max(waits) > burstGap {
+		t.Fatalf("a 19 s burst: %d reloads, longest wait %v; want at most %d and %v", len(reloads), slices.Max(waits), most, burstGap)
 	}
-	if len(reloads) > 5 {
-		t.Fatalf("a burst of 19 s cost %d reloads at %v, want at most 5", len(reloads), reloads)
+	// 10 changes within one second: one reload for all but the first.
+	reloads, _ = paced(&p, every(t0.Add(time.Minute), 100*time.Millisecond, 10))
+	if len(reloads) != 2 {
+		t.Fatalf("10 changes within a second: %d reloads, want 2", len(reloads))
 	}
-	// The last change is applied once the burst is quiet, not a full gap later.
-	if end := reloads[len(reloads)-1].Sub(at(39)); end < quietAfter-100*time.Millisecond || end > quietAfter+100*time.Millisecond {
-		t.Fatalf("the last change of the burst was applied %v after the last event, want %v", end, quietAfter)
-	}
-	// After the burst a single change reloads at once again.
-	p.Event(at(70))
-	if w := p.Wait(at(70)); w != 0 {
-		t.Fatalf("after the burst a single change waits %v", w)
-	}
-	// Two quick changes raise the gap; a change after a quiet spell must
-	// not inherit it, even though its own event is brand new.
-	var q reloadPacer
-	q.Event(at(100))
-	q.Record(at(100), false)
-	q.Event(at(100.2))
-	q.Record(at(100.2).Add(q.Wait(at(100.2))), true)
-	q.Event(at(101.1))
-	q.Record(at(101.1).Add(q.Wait(at(101.1))), true)
-	if q.level == 0 {
-		t.Fatal("held reloads did not raise the gap")
-	}
-	q.Event(at(108.5))
-	if w := q.Wait(at(108.5)); w != 0 {
-		t.Fatalf("a change after 7 s of quiet waits %v", w)
+	// After a burst, a lone change a second after the last reload goes live at once.
+	last := reloads[len(reloads)-1]
+	if w := p.Wait(last.Add(minGap)); w != 0 {
+		t.Fatalf("after the burst, a change %v later waits %v", minGap, w)
 	}
 }
 

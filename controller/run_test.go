@@ -51,7 +51,7 @@ func TestRunAppliesASingleChangeAtOnceAndPacesABurst(t *testing.T) {
 			eng.events <- "container start"
 			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(quietAfter + time.Second)
+		time.Sleep(burstGap + time.Second)
 		synctest.Wait()
 		n, _ := eng.counts()
 		if n-2 > 4 {
