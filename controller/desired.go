@@ -17,7 +17,7 @@ type Container struct {
 	Name     string
 	Labels   map[string]string
 	Running  bool
-	State    string            // Docker's state: running, exited, paused, restarting, created…
+	State    string            // Docker's state: running, exited, paused, restarting, created (StateCreated)…
 	Health   string            // "", HealthStarting, HealthHealthy or HealthUnhealthy
 	Networks map[string]string // network name → IPv4 address ("" when none yet)
 	IPv6     map[string]string // network name → global IPv6 address, where it has one
@@ -118,9 +118,20 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 	return cfg, wants, problems
 }
 
+// StateCreated is Docker's state of a container that was never started.
+const StateCreated = "created"
+
 // project validates one container and resolves its backend address: one
 // Want per route, or none when any label is bad (one Problem per label).
+//
+// A container that was created and never started ("docker run" between its
+// create and its start, "docker create") is not routed and keeps no host:
+// it has never served, and the pass that caught it would reload nginx for a
+// 503 site only to reload again a moment later when it starts.
 func project(c Container, nginx Container, d Defaults) ([]Want, []Problem) {
+	if c.State == StateCreated {
+		return nil, nil
+	}
 	routes, opted, errs, warns := ParseRoutes(c.Labels, d)
 	if !opted && len(errs) == 0 {
 		return nil, nil

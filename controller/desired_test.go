@@ -239,3 +239,12 @@ func TestHTTP2ModeFollowsTheNginxBuild(t *testing.T) {
 		}
 	}
 }
+
+func TestAContainerNeverStartedHasNoHost(t *testing.T) {
+	created := svc("c", 2, map[string]string{"proxy.host": "new.test"}, 80)
+	created.Running, created.State, created.Networks = false, StateCreated, map[string]string{"front": ""}
+	cfg, wants, ps := Desired([]Container{created, testNginx}, Inputs{Nginx: testNginx, Webroot: "/w"})
+	if len(cfg.Sites) != 0 || len(wants) != 0 || len(ps) != 0 {
+		t.Fatalf("a created, never started container got sites %v, wants %v, problems %v; want none", hosts(cfg), wants, ps)
+	}
+}
