@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"net"
 	"slices"
 	"strings"
@@ -73,12 +74,27 @@ func resolveLocations(sites []nginxconf.Site, wants []Want, cs []Container, ngin
 		for j, l := range locs {
 			if name, port, ok := resolvedName(members[key{s.Host, l.Path}], byName, cs, nginx); ok {
 				locs[j].Backends, locs[j].Resolve = []string{net.JoinHostPort(name, port)}, true
+				locs[j].ConnectTimeout = cmp.Or(l.ConnectTimeout, resolvedConnectTimeout)
 			}
 		}
 		out[i].Locations = locs
 	}
 	return out
 }
+
+// resolvedConnectTimeout is the connect timeout of a resolved location
+// unless proxy.connect-timeout (or its setting) says otherwise. A replica
+// that is gone stays in nginx's list until the next answer of Docker's DNS
+// (up to the resolver's valid time), and connecting to its address is not
+// refused but hangs, since nothing on the bridge answers for it any more:
+// with nginx's default of 60 s every request sent there would hang that
+// long. A connect between containers on one host takes well under a
+// millisecond; a SYN dropped by a full accept queue is retried only after
+// 1 s, and moving on to another replica is then the better choice anyway.
+// A timed-out connect moves on to the next replica (proxy_next_upstream's
+// default, for every method, since nothing was sent), so 500 ms is the most
+// a request loses, and the replica is avoided for nginx's fail_timeout.
+const resolvedConnectTimeout = "500ms"
 
 // swarmTaskLabel marks the containers of Swarm tasks.
 const swarmTaskLabel = "com.docker.swarm.task.id"

@@ -211,3 +211,20 @@ func TestResolverForFollowsTheNginxBuild(t *testing.T) {
 		}
 	}
 }
+
+// A gone replica stays in nginx's list until the next DNS answer, and a
+// connect to its address hangs: a resolved location gives up on it fast,
+// unless the labels say otherwise.
+func TestAResolvedLocationConnectsWithAShortTimeoutUnlessTold(t *testing.T) {
+	if l := location(t, resolvedDesired(replica("web-1", 2, "web")), "a.test"); l.ConnectTimeout != resolvedConnectTimeout {
+		t.Errorf("connect timeout %q, want %q", l.ConnectTimeout, resolvedConnectTimeout)
+	}
+	c := replica("web-1", 2, "web")
+	c.Labels["proxy.connect-timeout"] = "3s"
+	if l := location(t, resolvedDesired(c), "a.test"); l.ConnectTimeout != "3s" {
+		t.Errorf("connect timeout %q, want the label's 3s", l.ConnectTimeout)
+	}
+	if l := location(t, resolvedDesired(svc("x", 2, map[string]string{"proxy.host": "a.test"}, 80)), "a.test"); l.ConnectTimeout != "" {
+		t.Errorf("a location of addresses got connect timeout %q, want none as before", l.ConnectTimeout)
+	}
+}

@@ -22,14 +22,14 @@ import (
 
 // resolveValid is how long nginx trusts an answer of Docker's DNS before it
 // asks again, overriding the answer's TTL (600 s there). It bounds how long
-// nginx keeps sending to a replica that is gone, or not yet to a new one,
-// and how long an address freed by a removed replica could be reached
-// after Docker gives it to another container. Docker's embedded DNS answers
-// from memory in the container's own network namespace, so a query every
-// 2 s per resolved upstream costs nothing measurable even at 1,000 sites
-// (500 queries/s to dockerd), while 2 s is well under the 10 s a failed
-// server is avoided for anyway (nginx's fail_timeout).
-const resolveValid = "2s"
+// nginx keeps sending to a replica that is gone (connecting to its address
+// hangs: nothing answers for it on the bridge), how long a new replica waits
+// for its first request, and how long an address freed by a removed replica
+// could still be reached after Docker hands it to another container (it
+// gives out the lowest free address). Docker's embedded DNS answers from
+// memory inside nginx's own network namespace, so one query a second per
+// resolved upstream is cheap.
+const resolveValid = "1s"
 
 // resolveZoneSize is each resolved upstream's shared memory: one page-sized
 // slab plus room for the peers of a few hundred replicas. nginx keeps a
