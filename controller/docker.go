@@ -139,10 +139,17 @@ func (d *DockerEngine) inspect(ctx context.Context, id, endpoints string) (inspe
 	if ok && r.endpoints == endpoints {
 		return r, nil
 	}
+	cached := r
 	r = inspected{endpoints: endpoints}
 	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
+	if err != nil && ok && !client.IsErrNotFound(err) {
+		// A container being started can keep inspect waiting; what was
+		// read before still holds (only names change, and only with a
+		// reconnect), and the new endpoints are read on a later pass.
+		return cached, nil
+	}
 	if err != nil {
 		return inspected{}, fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
