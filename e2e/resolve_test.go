@@ -73,7 +73,7 @@ func TestReplicaChurnNeedsNoReloadOnNewestNginx(t *testing.T) {
 	s.runReplica("r1", "web", host, false)
 	s.expectServed(host, "/", "r1")
 	conf := s.siteFile(host)
-	if !strings.Contains(conf, "server web:80 resolve;") {
+	if !strings.Contains(conf, "server web:80 resolve fail_timeout=2s;") {
 		t.Fatalf("nginx 1.30 should resolve the alias itself; site file:\n%s", conf)
 	}
 	before := s.reloads()

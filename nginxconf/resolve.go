@@ -36,6 +36,14 @@ const resolveValid = "1s"
 // zone's size fixed across reloads, so it is a constant.
 const resolveZoneSize = "64k"
 
+// resolveFailTimeout is how long nginx avoids a resolved replica after a
+// failed connect, instead of its default 10 s. A replica that is gone leaves
+// Docker's answers within resolveValid anyway; the one that comes back on
+// the same address (Docker hands out the lowest free one, so a restarted
+// or replaced replica usually gets its old address) would otherwise wait
+// 10 s for its first request.
+const resolveFailTimeout = "2s"
+
 // checkResolve is the renderer's guard for Resolve locations: a resolver
 // address to render, and a backend that is exactly one DNS name and port
 // (never an address list, which would be resolved once and frozen, nor a
@@ -85,5 +93,5 @@ func writeUpstreamServers(b *strings.Builder, name string, l Location, resolver 
 	}
 	fmt.Fprintf(b, "    zone %s %s;\n", name, resolveZoneSize)
 	fmt.Fprintf(b, "    resolver %s valid=%s ipv6=off;\n", resolver, resolveValid)
-	fmt.Fprintf(b, "    server %s resolve;\n", l.Backends[0])
+	fmt.Fprintf(b, "    server %s resolve fail_timeout=%s;\n", l.Backends[0], resolveFailTimeout)
 }

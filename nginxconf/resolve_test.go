@@ -34,7 +34,7 @@ func TestResolvedUpstreamNamesOneServerWithItsZoneAndResolver(t *testing.T) {
 	want := "upstream berth-r.test-0 {\n" +
 		"    zone berth-r.test-0 64k;\n" +
 		"    resolver 127.0.0.11 valid=1s ipv6=off;\n" +
-		"    server web:8080 resolve;\n" +
+		"    server web:8080 resolve fail_timeout=2s;\n" +
 		"    keepalive 16;\n}\n"
 	if f := string(files["berth-r.test.conf"]); !strings.Contains(f, want) {
 		t.Fatalf("want\n%s\nin\n%s", want, f)
