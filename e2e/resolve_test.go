@@ -74,7 +74,7 @@ func TestReplicaChurnNeedsNoReloadOnNewestNginx(t *testing.T) {
 	s.expectServed(host, "/", "r1")
 	conf := s.siteFile(host)
 	if !strings.Contains(conf, "server web:80 resolve fail_timeout=2s;") {
-		t.Fatalf("nginx 1.30 should resolve the alias itself; site file:\n%s", conf)
+		t.Errorf("nginx 1.30 should resolve the alias itself; site file:\n%s", conf)
 	}
 	before := s.reloads()
 	load := s.startLoad(host, 4)
