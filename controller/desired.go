@@ -23,6 +23,14 @@ type Container struct {
 	IPv6     map[string]string // network name → global IPv6 address, where it has one
 	Exposed  []int             // exposed TCP ports, sorted
 	Env      map[string]string // environment, only when the engine reads it (BERTH_NGINX_PROXY_ENV=on)
+	// DNSNames are, per network, the names besides its own that Docker's
+	// DNS answers with the container's address there: its network aliases
+	// (Compose gives each replica its service name) and its short ID.
+	// The engine fills them for containers on user-defined networks.
+	DNSNames map[string][]string
+	// Healthcheck: the container declares a health check (its own or its
+	// image's), whatever state it is in.
+	Healthcheck bool
 }
 
 // Health states as Docker reports them.
@@ -81,6 +89,10 @@ type Inputs struct {
 	NginxProxyEnv bool
 	// FileRoutes are the routes file's entries, backends resolved to addresses.
 	FileRoutes []FileRoute
+	// Resolver is the DNS server the nginx in use re-resolves backend names
+	// against (ResolverFor its "nginx -V"); "" for nginx before 1.27.3,
+	// which gets addresses only. See resolved.go for which locations use it.
+	Resolver string
 }
 
 // Desired computes the nginx config for the given containers. Pure: no
@@ -110,8 +122,11 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 	fws, fps := fileWants(in.FileRoutes, in.Defaults)
 	wants, problems = append(wants, fws...), append(problems, fps...)
 	cfg := nginxconf.Config{Webroot: in.Webroot, HTTPListen: in.Listen[0], HTTPSListen: in.Listen[1], HTTP2: in.HTTP2,
-		TrustedProxies: in.TrustedProxies, IPv6: hasIPv6(in.Nginx)}
+		TrustedProxies: in.TrustedProxies, IPv6: hasIPv6(in.Nginx), Resolver: in.Resolver}
 	sites, ps := buildSites(wants, in.Certs)
+	if in.Resolver != "" {
+		sites = resolveLocations(sites, wants, cs, in.Nginx)
+	}
 	cfg.Sites = sites
 	problems = append(problems, ps...)
 	slices.SortFunc(problems, func(a, b Problem) int { return strings.Compare(a.String(), b.String()) })

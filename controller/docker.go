@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stdcopy"
 )
@@ -57,10 +58,17 @@ type DockerEngine struct {
 }
 
 // inspected is the part of an inspect result that never changes for a
-// container ID: its image's exposed ports and its environment.
+// container ID: its image's exposed ports, its environment, whether it
+// declares a health check; and the names Docker's DNS answers for it, which
+// change only with a network endpoint (connect, disconnect, start), so the
+// entry holds the endpoints it was read with and is read again when they
+// differ: one inspect per container start, not per pass.
 type inspected struct {
-	exposed []int
-	env     map[string]string
+	exposed     []int
+	env         map[string]string
+	healthcheck bool
+	dnsNames    map[string][]string // network → aliases and DNS names
+	endpoints   string              // endpointKey of the list entry when inspected
 }
 
 // NewDockerEngine connects using the standard DOCKER_* environment. API
@@ -101,15 +109,18 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	for _, s := range list {
 		c := projectSummary(s)
 		seen[c.ID] = true
-		if d.ReadEnv || OptedIn(c.Labels) {
-			insp, err := d.inspect(ctx, c.ID)
+		// Every container on a user-defined network is inspected for its
+		// aliases, labelled or not: a name nginx resolves must not also
+		// be carried by a container of someone else (see resolve.go).
+		if d.ReadEnv || OptedIn(c.Labels) || onUserNetwork(s) {
+			insp, err := d.inspect(ctx, c.ID, endpointKey(s))
 			if client.IsErrNotFound(err) {
 				continue // removed since the list: it is gone, not unknown
 			}
 			if err != nil {
 				return nil, err
 			}
-			c.Exposed = insp.exposed
+			c.Exposed, c.DNSNames, c.Healthcheck = insp.exposed, insp.dnsNames, insp.healthcheck
 			if d.ReadEnv {
 				c.Env = insp.env
 			}
@@ -121,17 +132,25 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 }
 
 // inspect returns the cached inspect result of a container, asking the
-// engine once per container ID.
-func (d *DockerEngine) inspect(ctx context.Context, id string) (inspected, error) {
+// engine once per container ID and network endpoints.
+func (d *DockerEngine) inspect(ctx context.Context, id, endpoints string) (inspected, error) {
 	d.mu.Lock()
 	r, ok := d.inspected[id]
 	d.mu.Unlock()
-	if ok {
+	if ok && r.endpoints == endpoints {
 		return r, nil
 	}
+	cached := r
+	r = inspected{endpoints: endpoints}
 	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
+	if err != nil && ok && !client.IsErrNotFound(err) {
+		// A container being started can keep inspect waiting; what was
+		// read before still holds (only names change, and only with a
+		// reconnect), and the new endpoints are read on a later pass.
+		return cached, nil
+	}
 	if err != nil {
 		return inspected{}, fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
@@ -143,6 +162,11 @@ func (d *DockerEngine) inspect(ctx context.Context, id string) (inspected, error
 		}
 		slices.Sort(r.exposed)
 		r.env = envMap(insp.Config.Env)
+		hc := insp.Config.Healthcheck
+		r.healthcheck = hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
+	}
+	if insp.NetworkSettings != nil {
+		r.dnsNames = dnsNames(insp.NetworkSettings.Networks)
 	}
 	d.mu.Lock()
 	d.inspected[id] = r
@@ -196,6 +220,59 @@ func envMap(env []string) map[string]string {
 			}
 			m[k] = v
 		}
+	}
+	return m
+}
+
+// builtinNetworks are Docker's built-in networks, where no alias exists and
+// Docker's DNS answers nothing.
+var builtinNetworks = []string{"bridge", "host", "none"}
+
+// onUserNetwork: the container is attached to a network where it can
+// carry aliases.
+func onUserNetwork(s container.Summary) bool {
+	if s.NetworkSettings == nil {
+		return false
+	}
+	for name := range s.NetworkSettings.Networks {
+		if !slices.Contains(builtinNetworks, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// endpointKey identifies a list entry's network endpoints; it changes
+// when the container is connected, disconnected or started.
+func endpointKey(s container.Summary) string {
+	if s.NetworkSettings == nil {
+		return ""
+	}
+	var eps []string
+	for name, ep := range s.NetworkSettings.Networks {
+		if ep != nil {
+			eps = append(eps, name+"="+ep.EndpointID)
+		}
+	}
+	slices.Sort(eps)
+	return strings.Join(eps, ",")
+}
+
+// dnsNames lists per network the names Docker's DNS gives the container
+// there: Aliases (engines before API 1.44 include the short ID there) and
+// DNSNames (later engines), sorted, once each.
+func dnsNames(nets map[string]*network.EndpointSettings) map[string][]string {
+	var m map[string][]string
+	for name, ep := range nets {
+		if ep == nil || len(ep.Aliases)+len(ep.DNSNames) == 0 {
+			continue
+		}
+		if m == nil {
+			m = map[string][]string{}
+		}
+		names := slices.Concat(ep.Aliases, ep.DNSNames)
+		slices.Sort(names)
+		m[name] = slices.Compact(names)
 	}
 	return m
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -238,6 +239,38 @@ func (n *Nginx) addrsWithPort(port string) []string {
 }
 
 var nginxVersion = regexp.MustCompile(`nginx/(\d+)\.(\d+)\.(\d+)`)
+
+// DockerDNS is Docker's embedded DNS server as every container on a
+// user-defined network sees it, nginx's included: it answers with the
+// addresses of the containers that carry a name (a network alias, which
+// Compose gives every replica of a service) on the asker's networks.
+const DockerDNS = "127.0.0.11"
+
+// nginxRelease is the version line of nginx itself. It names the program
+// so a fork that prints its own name before "nginx/" (freenginx forked
+// before "server ... resolve" came to open source nginx) is not taken for it.
+var nginxRelease = regexp.MustCompile(`(?m)^nginx version: nginx/(\d+)\.(\d+)\.(\d+)`)
+
+// ResolverFor says, from "nginx -V" output, which DNS server the nginx in
+// use re-resolves backend names against: DockerDNS from nginx 1.27.3, the
+// first open source release with "server ... resolve" and "resolver" in
+// upstream blocks (and with the upstream zone module they need, which a
+// build can leave out); "" before, so older nginx gets addresses as it
+// always did. Pure: the reconcile pass passes its result into Desired.
+func ResolverFor(nginxV string) string {
+	m := nginxRelease.FindStringSubmatch(nginxV)
+	if m == nil || strings.Contains(nginxV, "--without-http_upstream_zone_module") {
+		return ""
+	}
+	v := [3]int{}
+	for i := range v {
+		v[i], _ = strconv.Atoi(m[i+1])
+	}
+	if v[0] > 1 || v[1] > 27 || (v[1] == 27 && v[2] >= 3) {
+		return DockerDNS
+	}
+	return ""
+}
 
 // probeClient never follows redirects: the challenge path must be served
 // on port 80 itself, ahead of any redirect.

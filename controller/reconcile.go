@@ -136,7 +136,7 @@ func (c *Controller) certs() map[string]CertFiles {
 // inputs gathers what Desired needs beyond the containers; "berth render"
 // uses the same function, so it shows what the daemon writes.
 func (c *Controller) inputs(ctx context.Context, nginx Container, build string, certs map[string]CertFiles) (Inputs, []Problem) {
-	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen, HTTP2: HTTP2Mode(build),
+	in := Inputs{Nginx: nginx, Webroot: c.opts.Webroot, Listen: c.opts.Listen, HTTP2: HTTP2Mode(build), Resolver: ResolverFor(build),
 		TrustedProxies: c.opts.TrustedProxies, Defaults: c.opts.Defaults, NginxProxyEnv: c.opts.NginxProxyEnv}
 	var problems []Problem
 	in.FileRoutes, problems = resolveFileRoutes(ctx, c.fileRoutes)

@@ -66,17 +66,16 @@ func writeListen(b *strings.Builder, listen, opts string, ipv6 bool) {
 	}
 }
 
-func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 bool) []byte {
+func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 bool, resolver string) []byte {
 	var b strings.Builder
 	b.WriteString(header)
 	for i, l := range s.Locations {
 		if len(l.Backends) == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "\nupstream %s {\n", upstreamName(s.Host, i))
-		for _, addr := range l.Backends {
-			fmt.Fprintf(&b, "    server %s;\n", addr)
-		}
+		name := upstreamName(s.Host, i)
+		fmt.Fprintf(&b, "\nupstream %s {\n", name)
+		writeUpstreamServers(&b, name, l, resolver)
 		b.WriteString("    keepalive 16;\n}\n")
 	}
 	// A site with no backend at all (its containers are stopped) answers

@@ -50,6 +50,13 @@ type Config struct {
 	// IPv6 adds [::]:80 and [::]:443 listeners (with the ports of
 	// HTTPListen/HTTPSListen) when the nginx container has an IPv6 address.
 	IPv6 bool
+	// Resolver is the IPv4 address of the DNS server nginx itself
+	// re-resolves the names of Resolve locations against (the controller
+	// passes Docker's embedded DNS). The controller sets it only for nginx
+	// 1.27.3 and later, the first open source nginx with "server ...
+	// resolve" and "resolver" in upstream blocks. A site with a Resolve
+	// location and no Resolver is left out and reported.
+	Resolver string
 	// Sites, one per hostname. Order does not matter: rendering sorts.
 	Sites []Site
 }
@@ -91,7 +98,12 @@ type TLS struct {
 type Location struct {
 	Path string // absolute prefix, "/" for everything
 	// Backends are "ip:port" or "[ipv6]:port"; none means the location answers 503.
+	// With Resolve, it is the one "name:port" whose addresses nginx looks up.
 	Backends []string
+	// Resolve: nginx resolves the backend name through Config.Resolver and
+	// follows its addresses as they change, so replicas that come, go or
+	// move behind the name need no new config and no reload.
+	Resolve bool
 	// Scheme is how nginx talks to the backends: one of the Scheme*
 	// values; empty means SchemeHTTP.
 	Scheme string

@@ -1,6 +1,7 @@
 package nginxconf
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -70,7 +71,7 @@ func Render(cfg Config) (Files, []error) {
 	}
 	var hosts []string
 	for _, s := range sortedSites(cfg.Sites) {
-		if err := checkSite(s); err != nil {
+		if err := cmp.Or(checkSite(s), checkResolve(s, cfg.Resolver)); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -79,7 +80,7 @@ func Render(cfg Config) (Files, []error) {
 			errs = append(errs, &SiteError{s.Host, "duplicate site"})
 			continue
 		}
-		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2, cfg.IPv6)
+		files[name] = renderSite(s, webroot, httpListen, httpsListen, cfg.HTTP2, cfg.IPv6, cfg.Resolver)
 		for i, l := range s.Locations {
 			if len(l.BasicAuth) > 0 {
 				files[htpasswdFile(s.Host, i)] = []byte(strings.Join(l.BasicAuth, "\n") + "\n")

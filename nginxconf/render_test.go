@@ -81,6 +81,17 @@ var goldenCases = []configCase{
 		{Host: "*.example.org", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.8:80"}}}},
 		{Host: "example.*", Locations: []Location{{Path: "/", Backends: []string{"172.18.0.9:80"}}}},
 	}}, false},
+	// Upstreams nginx re-resolves (1.27.3+), next to one of addresses, on
+	// a TLS site and on the longest host (its zone has the longest name).
+	{"resolve", Config{Webroot: "/var/www/acme", HTTP2: HTTP2Directive, Resolver: "127.0.0.11", Sites: []Site{
+		{Host: "web.example.com", TLS: &TLS{CertFile: "/etc/nginx/certs/web.example.com/fullchain.pem", KeyFile: "/etc/nginx/certs/web.example.com/privkey.pem"},
+			Locations: []Location{
+				{Path: "/", Backends: []string{"web:8080"}, Resolve: true},
+				{Path: "/static", Backends: []string{"172.18.0.5:80"}},
+				{Path: "/down", Resolve: true},
+			}},
+		{Host: host253, Locations: []Location{{Path: "/", Backends: []string{"api-1.internal:80"}, Resolve: true}}},
+	}}, true},
 }
 
 // configCase is a config that must pass nginx -t on every nginx berth
@@ -88,7 +99,9 @@ var goldenCases = []configCase{
 type configCase struct {
 	name string
 	cfg  Config
-	// newOnly marks configs only nginx 1.25.1 and later accept ("http2 on").
+	// newOnly marks configs only newer nginx accepts ("http2 on" from
+	// 1.25.1, "server ... resolve" from 1.27.3); the controller never
+	// renders them for the oldest, 1.22.
 	newOnly bool
 }
 
