@@ -109,10 +109,7 @@ func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
 	for _, s := range list {
 		c := projectSummary(s)
 		seen[c.ID] = true
-		// Every container on a user-defined network is inspected for its
-		// aliases, labelled or not: a name nginx resolves must not also
-		// be carried by a container of someone else (see resolve.go).
-		if d.ReadEnv || OptedIn(c.Labels) || onUserNetwork(s) {
+		if d.needsInspect(s) {
 			insp, err := d.inspect(ctx, c.ID, endpointKey(s))
 			if client.IsErrNotFound(err) {
 				continue // removed since the list: it is gone, not unknown
@@ -184,11 +181,12 @@ const inspectParallel = 8
 // need an inspect and have none cached. Errors are left for List's own
 // call of inspect, which reports them.
 func (d *DockerEngine) prefetch(ctx context.Context, list []container.Summary) {
-	var ids []string
+	var ids, keys []string
 	d.mu.Lock()
 	for _, s := range list {
-		if _, ok := d.inspected[s.ID]; !ok && (d.ReadEnv || OptedIn(s.Labels)) {
-			ids = append(ids, s.ID)
+		key := endpointKey(s)
+		if r, ok := d.inspected[s.ID]; (!ok || r.endpoints != key) && d.needsInspect(s) {
+			ids, keys = append(ids, s.ID), append(keys, key)
 		}
 	}
 	d.mu.Unlock()
@@ -197,15 +195,23 @@ func (d *DockerEngine) prefetch(ctx context.Context, list []container.Summary) {
 	}
 	sem := make(chan struct{}, inspectParallel)
 	var wg sync.WaitGroup
-	for _, id := range ids {
+	for i, id := range ids {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			d.inspect(ctx, id)
+			d.inspect(ctx, id, keys[i])
 		}()
 	}
 	wg.Wait()
+}
+
+// needsInspect: the containers whose inspect berth reads. Every container on
+// a user-defined network is inspected for its aliases, labelled or not: a
+// name nginx resolves must not also be carried by a container of someone
+// else (see resolved.go).
+func (d *DockerEngine) needsInspect(s container.Summary) bool {
+	return d.ReadEnv || OptedIn(s.Labels) || onUserNetwork(s)
 }
 
 // envMap keeps the nginx-proxy variables of Docker's "KEY=value" list: the
