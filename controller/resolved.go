@@ -158,9 +158,15 @@ func carriedByAll(group []Container, n, name string) bool {
 }
 
 // exclusive: on nginx's networks, only the group carries name, and only on
-// network n.
+// network n. A container created and never started is not in Docker's DNS
+// yet, and gets no Want of its own (project), so it does not count: a
+// replica being added (docker run, compose scale) must not switch the
+// location to addresses between its create and its start.
 func exclusive(name, n string, group []Container, cs []Container, nginx Container) bool {
 	for _, c := range cs {
+		if c.State == StateCreated {
+			continue
+		}
 		member := slices.ContainsFunc(group, func(g Container) bool { return g.ID == c.ID })
 		for nw := range c.Networks {
 			if _, shared := nginx.Networks[nw]; !shared {
