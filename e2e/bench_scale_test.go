@@ -16,8 +16,6 @@ import (
 
 // Replica churn and scale benchmarks; see the list in bench_test.go.
 
-// churnRestarts is how many times BenchmarkReplicaChurn restarts a replica.
-const churnRestarts = 20
 
 // settle is how long a churn phase keeps its load running after its last
 // change: longer than berth's quiet window (3 s), after which any change
