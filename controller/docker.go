@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,15 @@ type DockerEngine struct {
 
 	mu        sync.Mutex
 	inspected map[string]inspected // container ID → what inspect told (immutable per container)
+
+	// The container snapshot kept between passes (see List): complete
+	// once a full list has been read since the event stream was last
+	// (re)subscribed; dirty holds the IDs events named since.
+	snap       map[string]container.Summary
+	complete   bool
+	subscribed bool // an event stream is open
+	lastFull   time.Time
+	dirty      map[string]bool
 }
 
 // inspected is the part of an inspect result that never changes for a
@@ -83,26 +93,145 @@ func NewDockerEngine() (*DockerEngine, error) {
 }
 
 func newDockerEngine(cli *client.Client) *DockerEngine {
-	return &DockerEngine{cli: cli, callTimeout: dockerCallTimeout, execTimeout: dockerExecTimeout, inspected: map[string]inspected{}}
+	return &DockerEngine{cli: cli, callTimeout: dockerCallTimeout, execTimeout: dockerExecTimeout,
+		inspected: map[string]inspected{}, dirty: map[string]bool{}}
 }
 
 // Close releases the client's connections.
 func (d *DockerEngine) Close() error { return d.cli.Close() }
 
-// List makes one list call per pass, which carries the state that changes
-// (labels, networks with addresses, the health suffix of the status), so no
-// cache of it can go stale. Exposed ports come from inspect, once per
+// fullListEvery bounds how long the snapshot goes without a full list: a
+// cheap guard against an event the engine never sent (the resync pass of
+// the controller comes at the same period).
+const fullListEvery = 25 * time.Second
+
+// List returns every container. One change costs O(changed) Docker calls:
+// the adapter keeps the list between passes and, when events have named
+// the only containers that can have changed, inspects just those (a
+// thousand-container list takes the engine over half a second; an inspect
+// a few milliseconds). It lists everything when it has no complete
+// snapshot (the first pass, a (re)subscribed event stream, which may have
+// missed changes), every fullListEvery, and whenever an inspect of a named
+// container fails, so a missed or failed update lasts one pass at most.
+func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
+	d.mu.Lock()
+	dirty := d.dirty
+	d.dirty = map[string]bool{}
+	incremental := d.complete && time.Since(d.lastFull) < fullListEvery
+	d.mu.Unlock()
+	if incremental {
+		if list, ok := d.update(ctx, dirty); ok {
+			return d.project(ctx, list)
+		}
+	}
+	return d.listAll(ctx)
+}
+
+// listAll makes one list call, which carries the state that changes
+// (labels, networks with addresses, the health suffix of the status), and
+// keeps it as the snapshot. Exposed ports come from inspect, once per
 // container: they never change, and the list's ports vanish when the
 // container has no network.
-func (d *DockerEngine) List(ctx context.Context) ([]Container, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
+func (d *DockerEngine) listAll(ctx context.Context) ([]Container, error) {
+	started := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	// All: a labelled container that exists but is not running keeps its
 	// host (answering 503) until it is removed.
-	list, err := d.cli.ContainerList(ctx, container.ListOptions{All: true})
+	list, err := d.cli.ContainerList(lctx, container.ListOptions{All: true})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
+	d.mu.Lock()
+	d.snap = make(map[string]container.Summary, len(list))
+	for _, s := range list {
+		d.snap[s.ID] = s
+	}
+	d.complete, d.lastFull = d.subscribed, started
+	d.mu.Unlock()
+	return d.project(ctx, list)
+}
+
+// update applies inspects of the containers events named to the snapshot
+// and returns it, or false when one of them could not be read.
+func (d *DockerEngine) update(ctx context.Context, dirty map[string]bool) ([]container.Summary, bool) {
+	ids := slices.Sorted(maps.Keys(dirty))
+	results := make([]container.InspectResponse, len(ids))
+	errs := make([]error, len(ids))
+	parallel(len(ids), func(i int) {
+		ictx, cancel := context.WithTimeout(ctx, d.callTimeout)
+		defer cancel()
+		results[i], errs[i] = d.cli.ContainerInspect(ictx, ids[i])
+	})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, id := range ids {
+		switch {
+		case client.IsErrNotFound(errs[i]):
+			delete(d.snap, id)
+		case errs[i] != nil:
+			d.complete = false // list everything instead
+			return nil, false
+		case results[i].ContainerJSONBase == nil:
+			d.complete = false
+			return nil, false
+		default:
+			s := summaryFromInspect(results[i])
+			d.snap[id] = s
+			d.inspected[id] = digest(results[i], endpointKey(s))
+		}
+	}
+	list := make([]container.Summary, 0, len(d.snap))
+	for _, s := range d.snap {
+		list = append(list, s)
+	}
+	// The engine lists newest first; Desired does not depend on order,
+	// but a stable one keeps logs and ties reproducible.
+	slices.SortFunc(list, func(a, b container.Summary) int {
+		if a.Created != b.Created {
+			return int(b.Created - a.Created)
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return list, true
+}
+
+// summaryFromInspect is the list entry the engine would give for an
+// inspected container: the fields projectSummary and needsInspect read.
+// The health goes into Status the way the list writes it.
+func summaryFromInspect(r container.InspectResponse) container.Summary {
+	if r.ContainerJSONBase == nil {
+		return container.Summary{}
+	}
+	s := container.Summary{ID: r.ID, Names: []string{r.Name}}
+	if r.State != nil {
+		s.State = container.ContainerState(r.State.Status)
+		if r.State.Health != nil && r.State.Health.Status != "" && r.State.Health.Status != "none" {
+			switch r.State.Health.Status {
+			case "starting":
+				s.Status = "(health: starting)"
+			default:
+				s.Status = "(" + r.State.Health.Status + ")"
+			}
+		}
+	}
+	if created, err := time.Parse(time.RFC3339Nano, r.Created); err == nil {
+		s.Created = created.Unix()
+	}
+	if r.Config != nil {
+		s.Labels = r.Config.Labels
+	}
+	if r.NetworkSettings != nil {
+		s.NetworkSettings = &container.NetworkSettingsSummary{Networks: r.NetworkSettings.Networks}
+	}
+	return s
+}
+
+// project turns list entries into Containers, reading (cached) inspects
+// where berth needs them.
+func (d *DockerEngine) project(ctx context.Context, list []container.Summary) ([]Container, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
+	defer cancel()
 	out := make([]Container, 0, len(list))
 	seen := make(map[string]bool, len(list))
 	d.prefetch(ctx, list)
@@ -138,7 +267,6 @@ func (d *DockerEngine) inspect(ctx context.Context, id, endpoints string) (inspe
 		return r, nil
 	}
 	cached := r
-	r = inspected{endpoints: endpoints}
 	ctx, cancel := context.WithTimeout(ctx, d.callTimeout)
 	defer cancel()
 	insp, err := d.cli.ContainerInspect(ctx, id)
@@ -151,6 +279,16 @@ func (d *DockerEngine) inspect(ctx context.Context, id, endpoints string) (inspe
 	if err != nil {
 		return inspected{}, fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
+	r = digest(insp, endpoints)
+	d.mu.Lock()
+	d.inspected[id] = r
+	d.mu.Unlock()
+	return r, nil
+}
+
+// digest keeps what berth reads of an inspect result.
+func digest(insp container.InspectResponse, endpoints string) inspected {
+	r := inspected{endpoints: endpoints}
 	if insp.Config != nil {
 		for p := range insp.Config.ExposedPorts {
 			if p.Proto() == "tcp" {
@@ -165,10 +303,7 @@ func (d *DockerEngine) inspect(ctx context.Context, id, endpoints string) (inspe
 	if insp.NetworkSettings != nil {
 		r.dnsNames = dnsNames(insp.NetworkSettings.Networks)
 	}
-	d.mu.Lock()
-	d.inspected[id] = r
-	d.mu.Unlock()
-	return r, nil
+	return r
 }
 
 // inspectParallel bounds the inspects in flight: enough to take a
@@ -193,14 +328,19 @@ func (d *DockerEngine) prefetch(ctx context.Context, list []container.Summary) {
 	if len(ids) < 2 {
 		return // List's own call is as quick
 	}
+	parallel(len(ids), func(i int) { d.inspect(ctx, ids[i], keys[i]) })
+}
+
+// parallel runs f(0) … f(n-1), inspectParallel at a time.
+func parallel(n int, f func(i int)) {
 	sem := make(chan struct{}, inspectParallel)
 	var wg sync.WaitGroup
-	for i, id := range ids {
+	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			d.inspect(ctx, id, keys[i])
+			f(i)
 		}()
 	}
 	wg.Wait()
@@ -361,13 +501,22 @@ func (d *DockerEngine) Events(ctx context.Context) (<-chan string, <-chan error)
 	// The subscription lives until its stream fails or ctx ends, whichever
 	// comes first: the client's own goroutine stops with sub.
 	sub, cancel := context.WithCancel(ctx)
+	// Until a full list is read after this subscription, changes made
+	// before it (while no stream was open) may be unknown.
+	d.mu.Lock()
+	d.complete, d.subscribed = false, true
+	d.mu.Unlock()
 	msgs, errs := d.cli.Events(sub, events.ListOptions{Filters: f})
 	out, outErr := forwardEvents(sub, msgs, errs, func(m events.Message) string {
+		d.changed(m) // before the loop hears of it
 		return fmt.Sprintf("%s %s %s", m.Type, m.Action, shortID(m.Actor.ID))
 	})
 	done := make(chan error, 1)
 	go func() {
 		err, ok := <-outErr
+		d.mu.Lock()
+		d.complete, d.subscribed = false, false // events may be missed from now on
+		d.mu.Unlock()
 		cancel()
 		if ok {
 			done <- err
@@ -375,6 +524,24 @@ func (d *DockerEngine) Events(ctx context.Context) (<-chan string, <-chan error)
 		close(done)
 	}()
 	return out, done
+}
+
+// changed marks the container an event is about: its own ID for container
+// events, the "container" attribute for network connect and disconnect.
+func (d *DockerEngine) changed(m events.Message) {
+	id := m.Actor.ID
+	if m.Type == events.NetworkEventType {
+		id = m.Actor.Attributes["container"]
+	}
+	if id == "" {
+		d.mu.Lock()
+		d.complete = false // an event about something unknown: list everything
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Lock()
+	d.dirty[id] = true
+	d.mu.Unlock()
 }
 
 // watchedEvents are the Docker actions that can change routing.
