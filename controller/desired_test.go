@@ -218,7 +218,7 @@ func BenchmarkDesiredAndRender1000(b *testing.B) {
 	for b.Loop() {
 		cfg, _, _ := Desired(cs, Inputs{Nginx: testNginx, Webroot: "/var/www/acme"})
 		files, errs := nginxconf.Render(cfg)
-		if len(errs) > 0 || len(files) != 501 {
+		if len(errs) > 0 || len(files) != 502 { // 500 sites, the default file, the error pages
 			b.Fatalf("files %d errs %v", len(files), errs)
 		}
 	}

@@ -119,7 +119,9 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 		}
 		fmt.Fprintf(&b, "    ssl_certificate %s;\n    ssl_certificate_key %s;\n", s.TLS.CertFile, s.TLS.KeyFile)
 		for _, d := range tlsDefaults {
-			fmt.Fprintf(&b, "    %s\n", d)
+			b.WriteString("    ")
+			b.WriteString(d)
+			b.WriteByte('\n')
 		}
 		if s.HSTS != "" {
 			// Only here: HSTS over plain HTTP is meaningless and refused by browsers.

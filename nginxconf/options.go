@@ -178,7 +178,9 @@ func writePass(b *strings.Builder, host string, i int, l Location) {
 		}
 	}
 	for _, d := range directives {
-		fmt.Fprintf(b, "        %s\n", d)
+		b.WriteString("        ")
+		b.WriteString(d)
+		b.WriteByte('\n')
 	}
 	for _, t := range []struct{ name, v string }{{"connect", l.ConnectTimeout}, {"send", l.SendTimeout}, {"read", l.ReadTimeout}} {
 		if t.v != "" {
