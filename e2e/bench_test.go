@@ -511,6 +511,7 @@ func BenchmarkBurst100(b *testing.B) {
 		}
 		b.Logf("burst %d: docker run of %d containers took %v; all served %v after the first docker run; load on steady.test: %v",
 			i, burstSize, ranAll.Round(time.Millisecond), last.Sub(start).Round(time.Millisecond), res)
+		b.Logf("burst %d stages: %s", i, reloadStages(s.berthLog(start)))
 		b.StartTimer()
 	}
 	reportDist(b, "started-to-served", perHost)
@@ -522,6 +523,28 @@ func BenchmarkBurst100(b *testing.B) {
 	b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N), "berth-cpu-ms")
 	b.Logf("burst of %d: per host StartedAt → served %s; %d reloads; load %d requests, %d errors, %d bad status",
 		burstSize, distString(perHost), reloads/b.N, load.Requests/b.N, load.Errors/b.N, load.BadStatus/b.N)
+}
+
+// reloadStages summarises berth's reloads in a log: what bounds a burst's
+// latency is the time between reloads, and that is the pacer's gap or the
+// pass itself (list, nginx -t), whichever is longer.
+func reloadStages(entries []logEntry) string {
+	var list, validate, signal, gaps, held []float64
+	var last time.Time
+	for _, e := range entries {
+		switch e.Msg {
+		case "nginx reloaded":
+			list, validate, signal = append(list, e.ms("list_ms")), append(validate, e.ms("validate_ms")), append(signal, e.ms("signal_ms"))
+			if !last.IsZero() {
+				gaps = append(gaps, msSince(last, e.Time))
+			}
+			last = e.Time
+		case "change waits for reload pacing":
+			held = append(held, e.ms("retry_in")/1e6)
+		}
+	}
+	return fmt.Sprintf("%d reloads; per reload (p50 / p95 / max ms) list %s, nginx -t %s, SIGHUP %s; between reloads %s; %d pacer holds of %s",
+		len(list), distString(list), distString(validate), distString(signal), distString(gaps), len(held), distString(held))
 }
 
 // BenchmarkRemoval: `docker rm -f` of a served container → nginx answers
