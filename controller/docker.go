@@ -350,8 +350,12 @@ func parallel(n int, f func(i int)) {
 // a user-defined network is inspected for its aliases, labelled or not: a
 // name nginx resolves must not also be carried by a container of someone
 // else (see resolved.go).
+//
+// A container created and not yet started is never inspected: it is not
+// routed (project), and on some engines (20.10) an inspect waits for a
+// start in progress to finish.
 func (d *DockerEngine) needsInspect(s container.Summary) bool {
-	return d.ReadEnv || OptedIn(s.Labels) || onUserNetwork(s)
+	return s.State != container.StateCreated && (d.ReadEnv || OptedIn(s.Labels) || onUserNetwork(s))
 }
 
 // envMap keeps the nginx-proxy variables of Docker's "KEY=value" list: the
@@ -528,10 +532,22 @@ func (d *DockerEngine) Events(ctx context.Context) (<-chan string, <-chan error)
 
 // changed marks the container an event is about: its own ID for container
 // events, the "container" attribute for network connect and disconnect.
+//
+// A network event about a container the snapshot does not know as running
+// is left out: that is a container being started (its endpoints are made
+// during the start, before the start event), and an inspect of it would
+// wait for the start to finish, holding up the whole pass; its start (or
+// die) event follows and names it.
 func (d *DockerEngine) changed(m events.Message) {
 	id := m.Actor.ID
 	if m.Type == events.NetworkEventType {
 		id = m.Actor.Attributes["container"]
+		d.mu.Lock()
+		s, known := d.snap[id]
+		d.mu.Unlock()
+		if known && s.State != container.StateRunning && s.State != container.StatePaused || !known && d.snap != nil && id != "" {
+			return
+		}
 	}
 	if id == "" {
 		d.mu.Lock()

@@ -129,6 +129,26 @@ func TestOneChangeCostsOneInspectNotAList(t *testing.T) {
 	if lists, inspects := f.counts(); lists != 0 || len(inspects) != 2 || inspects["c07"] != 1 || inspects["c08"] != 1 {
 		t.Fatalf("a stop and a disconnect cost %d lists and inspects %v; want only c07 and c08 inspected", lists, inspects)
 	}
+	// A network connect of a container being started (not yet known) is
+	// left to its start event: an inspect would wait for the start.
+	f.mu.Lock()
+	f.containers["new"] = "running"
+	f.mu.Unlock()
+	event(events.NetworkEventType, "net-id", map[string]string{"container": "new"})
+	if got := states(t, d); got["new"] != "" {
+		t.Fatalf("a container was read on the connect of its start: %v", got["new"])
+	}
+	event(events.ContainerEventType, "new", nil) // start
+	if got := states(t, d); got["new"] != "running" {
+		t.Fatalf("after its start event: %q", got["new"])
+	}
+	if _, inspects := f.counts(); len(inspects) != 1 || inspects["new"] != 1 {
+		t.Fatalf("a start cost inspects %v, want one of the new container", inspects)
+	}
+	f.mu.Lock()
+	delete(f.containers, "new")
+	f.mu.Unlock()
+	event(events.ContainerEventType, "new", nil)
 	// c09 is removed: its inspect answers 404 and it leaves the list.
 	f.mu.Lock()
 	delete(f.containers, "c09")
