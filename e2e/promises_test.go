@@ -250,7 +250,7 @@ func TestRenderPrintsWhatTheDaemonWritesWithTLSAndHTTP2(t *testing.T) {
 		name, body, _ := strings.Cut(part, " <==\n")
 		printed[strings.TrimPrefix(name, confDir+"/")] = strings.TrimSpace(body)
 	}
-	listing, err := s.exec("cd " + confDir + " && ls berth-*.conf")
+	listing, err := s.exec("cd " + confDir + " && ls berth-*.conf berth-*.inc")
 	if err != nil {
 		t.Fatal(err)
 	}
