@@ -46,6 +46,9 @@ func (b *Board) Publish(p ControllerPart) {
 	b.counters.Passes.Observe(p.Pass.Seconds)
 	if p.Reload != nil {
 		b.counters.Reloads[p.Reload.Result]++
+		if p.Reload.Result == ReloadOK {
+			b.counters.LastReloadOK = p.Reload.Time
+		}
 		b.reloads = slices.Insert(b.reloads, 0, *p.Reload)
 		if len(b.reloads) > MaxReloads {
 			b.reloads = b.reloads[:MaxReloads]
@@ -106,7 +109,7 @@ func assemble(now time.Time, version string, p ControllerPart, havePart, watchin
 		}
 		s.Hosts[i].CertificateMismatch = slices.Contains(p.Mismatch, h.Host)
 	}
-	s.Counters = Counters{Reloads: maps.Clone(c.Reloads), Passes: c.Passes.clone(), Events: c.Events, Reconnects: c.Reconnects,
+	s.Counters = Counters{Reloads: maps.Clone(c.Reloads), Passes: c.Passes.clone(), Events: c.Events, Reconnects: c.Reconnects, LastReloadOK: c.LastReloadOK,
 		Orders: maps.Clone(cp.OrderCounts), OrderDuration: cp.OrderDuration.clone()}
 	if s.Counters.Orders == nil {
 		s.Counters.Orders = map[string]uint64{}

@@ -215,10 +215,12 @@ type Failing struct {
 
 // Counters are totals since start.
 type Counters struct {
-	Reloads    map[string]uint64 `json:"reloads"` // by result: ok, rejected, failed
-	Passes     Histogram         `json:"pass_seconds"`
-	Events     uint64            `json:"docker_events"`
-	Reconnects uint64            `json:"docker_reconnects"`
+	Reloads map[string]uint64 `json:"reloads"` // by result: ok, rejected, failed
+	// LastReloadOK is the time of the last successful reload.
+	LastReloadOK time.Time `json:"last_ok_reload"`
+	Passes       Histogram `json:"pass_seconds"`
+	Events       uint64    `json:"docker_events"`
+	Reconnects   uint64    `json:"docker_reconnects"`
 	// Orders by result: ok, failed, rate_limited.
 	Orders        map[string]uint64 `json:"acme_orders"`
 	OrderDuration Histogram         `json:"acme_order_seconds"`
