@@ -131,19 +131,23 @@ func nginxVersionOf(build string) string {
 // hostsOf lists the sites with their backends: every want on the host and
 // path, ready when its address is among the location's servers.
 func hostsOf(v passView) []status.Host {
-	health := map[string]string{}
+	health := make(map[string]string, len(v.cs))
 	for _, c := range v.cs {
 		health[c.Name] = backendHealth(c)
+	}
+	byLoc := make(map[[2]string][]Want, len(v.wants)) // host, path → wants: linear, not sites × wants
+	for _, w := range v.wants {
+		for _, h := range w.Route.Hosts {
+			k := [2]string{h, w.Route.Path}
+			byLoc[k] = append(byLoc[k], w)
+		}
 	}
 	var out []status.Host
 	for _, s := range v.cfg.Sites {
 		h := status.Host{Host: s.Host, HTTPS: orDefault(s.HTTPS, nginxconf.HTTPSRedirect), HSTS: s.HSTS, RedirectTo: s.RedirectTo, Paths: []status.Path{}}
 		for _, l := range s.Locations {
 			path := status.Path{Path: l.Path, Backends: []status.Backend{}}
-			for _, w := range v.wants {
-				if w.Route.Path != l.Path || !slices.Contains(w.Route.Hosts, s.Host) {
-					continue
-				}
+			for _, w := range byLoc[[2]string{s.Host, l.Path}] {
 				hl := health[w.Container]
 				if hl == "" {
 					hl = status.HealthNone // a routes-file backend
@@ -172,9 +176,11 @@ func backendHealth(c Container) string {
 // containersOf describes the containers that asked to be routed, with
 // the port and network chosen for each route and why.
 func containersOf(v passView) []status.Container {
-	asked := map[string]bool{}
+	asked := make(map[string]bool, len(v.wants))
+	byContainer := make(map[string][]Want, len(v.wants))
 	for _, w := range v.wants {
 		asked[w.Container] = true
+		byContainer[w.Container] = append(byContainer[w.Container], w)
 	}
 	for _, p := range v.problems {
 		asked[p.Container] = true
@@ -194,10 +200,8 @@ func containersOf(v passView) []status.Container {
 				sc.SharedNetworks = append(sc.SharedNetworks, n)
 			}
 		}
-		for _, w := range v.wants {
-			if w.Container == c.Name {
-				sc.Routes = append(sc.Routes, routeOf(c, w))
-			}
+		for _, w := range byContainer[c.Name] {
+			sc.Routes = append(sc.Routes, routeOf(c, w))
 		}
 		out = append(out, sc)
 	}

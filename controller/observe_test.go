@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -104,5 +106,35 @@ func TestMissingNginxIsUnhealthy(t *testing.T) {
 	s := b.Snapshot(time.Now())
 	if s.Healthy || !strings.Contains(s.HealthReason, "nginx") {
 		t.Errorf("healthy=%v reason=%q", s.Healthy, s.HealthReason)
+	}
+}
+
+// BenchmarkPublish1000 measures what publishing costs a pass over 1,000
+// labelled containers: building the status part from the pass's view and
+// handing it to the board, plus a snapshot as a scrape would take it.
+func BenchmarkPublish1000(b *testing.B) {
+	var cs []Container
+	for i := range 1000 {
+		cs = append(cs, svc(fmt.Sprintf("s%d", i), 2+i%250, map[string]string{"proxy.host": fmt.Sprintf("h%d.test", i)}, 80))
+	}
+	cfg, wants, problems := Desired(cs, Inputs{Nginx: testNginx})
+	v := passView{listed: true, cs: cs, nginx: testNginx, cfg: cfg, wants: wants, problems: problems}
+	board := status.NewBoard("bench", nil)
+	var took []time.Duration
+	for b.Loop() {
+		start := time.Now()
+		board.Publish(controllerPart(v, 1, start, time.Millisecond, nil, time.Time{}, nil))
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	q := func(p float64) float64 { return float64(took[int(p*float64(len(took)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.5), "p50-ms")
+	b.ReportMetric(q(0.95), "p95-ms")
+	b.ReportMetric(q(1), "max-ms")
+	start := time.Now()
+	s := board.Snapshot(time.Now())
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "snapshot-ms")
+	if len(s.Hosts) != 1000 {
+		b.Fatalf("%d hosts", len(s.Hosts))
 	}
 }
