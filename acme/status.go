@@ -72,7 +72,10 @@ func orderResult(err error) string {
 func (m *Manager) CertStatus(now time.Time) status.CertPart {
 	var p status.CertPart
 	m.mu.Lock()
-	for _, ci := range m.all() {
+	// The current version of each stored certificate: one entry (and one
+	// metric series) per name. A retired predecessor still serving a name
+	// the new one lacks is not listed; it expires on its own.
+	for _, ci := range m.certs {
 		p.Certificates = append(p.Certificates, certOf(ci, m.names))
 	}
 	for _, n := range sortedNames(m.names) {
@@ -81,8 +84,7 @@ func (m *Manager) CertStatus(now time.Time) status.CertPart {
 		}
 	}
 	m.mu.Unlock()
-	slices.SortFunc(p.Certificates, func(a, b status.Certificate) int { return a.NotAfter.Compare(b.NotAfter) })
-	slices.SortStableFunc(p.Certificates, func(a, b status.Certificate) int { return compare(a.Name, b.Name) })
+	slices.SortFunc(p.Certificates, func(a, b status.Certificate) int { return compare(a.Name, b.Name) })
 	m.obs.mu.Lock()
 	for _, cert := range slices.Sorted(maps.Keys(m.obs.inFlight)) {
 		p.Orders = append(p.Orders, m.obs.inFlight[cert])

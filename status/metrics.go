@@ -71,7 +71,12 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 			mismatch[h.Certificate] = true
 		}
 	}
+	seen := map[string]bool{} // a duplicate series would fail the whole scrape
 	for _, cert := range s.Certificates {
+		if seen[cert.Name] {
+			continue
+		}
+		seen[cert.Name] = true
 		gauge(descNotAfter, unix(cert.NotAfter), cert.Name)
 		gauge(descRenewal, unix(cert.NextRenewal), cert.Name)
 		gauge(descMismatch, boolFloat(mismatch[cert.Name]), cert.Name)

@@ -123,3 +123,13 @@ func TestHTTPEndpoints(t *testing.T) {
 		t.Error("the status page loads something from elsewhere")
 	}
 }
+
+func TestTwoVersionsOfACertificateAreOneSeries(t *testing.T) {
+	p, c := fixture()
+	c.Certificates = append(c.Certificates, c.Certificates[0])
+	b := NewBoard("test", fixedCerts(c))
+	b.Publish(p)
+	if n := testutil.CollectAndCount(Collector{boardAt{b, now}}, "berth_certificate_not_after_timestamp_seconds"); n != 1 {
+		t.Errorf("%d series, want 1", n)
+	}
+}

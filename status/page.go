@@ -18,7 +18,20 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 	"cert":    func(s Snapshot, name string) *Certificate { return certNamed(s.Certificates, name) },
 	"line":    func(s string) string { return oneLine(s, 200) },
 	"problem": problemLine,
+	"health":  healthText,
 }).Parse(pageHTML))
+
+// healthText says in words what a backend's health means for traffic.
+func healthText(b Backend) string {
+	h := b.Health
+	if h == HealthNone {
+		h = "up (no health check)"
+	}
+	if !b.Ready {
+		h += ", no traffic"
+	}
+	return h
+}
 
 // RenderPage renders the status page for s.
 func RenderPage(s Snapshot) ([]byte, error) {
@@ -56,7 +69,7 @@ th{background:#eef1f4;font-weight:600}code{font:12px ui-monospace,monospace}
 {{if .Hosts}}<table id="hosts"><tr><th>Host</th><th>HTTPS</th><th>Path</th><th>Backends</th><th>Certificate</th></tr>
 {{range $h := .Hosts}}<tr><td><code>{{$h.Host}}</code></td><td>{{$h.HTTPS}}</td>
 <td>{{if $h.RedirectTo}}→ {{$h.RedirectTo}}{{end}}{{range $h.Paths}}<code>{{.Path}}</code><br>{{end}}</td>
-<td>{{range $h.Paths}}{{range .Backends}}{{.Container}} <code>{{.Address}}</code> <span class="{{if .Ready}}ok{{else}}warn{{end}}">{{.Health}}</span><br>{{else}}<span class="bad">none (503)</span><br>{{end}}{{end}}</td>
+<td>{{range $h.Paths}}{{range .Backends}}{{.Container}} <code>{{.Address}}</code> <span class="{{if .Ready}}ok{{else}}warn{{end}}">{{health .}}</span><br>{{else}}<span class="bad">none (503)</span><br>{{end}}{{end}}</td>
 <td>{{with cert $ $h.Certificate}}{{.Name}}, {{days .NotAfter $.Time}} days left{{else}}<span class="muted">none</span>{{end}}{{if $h.CertificateMismatch}} <span class="bad">nginx serves another</span>{{end}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">No hosts served.</p>{{end}}
 

@@ -121,7 +121,7 @@ func backendsLine(bs []Backend) string {
 			parts[i] = b.Container
 			continue
 		}
-		parts[i] = fmt.Sprintf("%s %s (%s)", b.Container, orDash(b.Address), b.Health)
+		parts[i] = fmt.Sprintf("%s %s (%s)", b.Container, orDash(b.Address), healthText(b))
 	}
 	return strings.Join(parts, ", ")
 }
