@@ -216,3 +216,49 @@ func TestHistogramBuckets(t *testing.T) {
 		t.Errorf("cumulative %v count %d sum %v", c, h.Count, h.Sum)
 	}
 }
+
+// The loop publishes, the watcher counts and readers snapshot at once
+// (go test -race catches a missing lock).
+func TestBoardIsSafeForConcurrentUse(t *testing.T) {
+	p, c := fixture()
+	b := NewBoard("test", fixedCerts(c))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 200 {
+			b.Publish(p)
+			b.Event()
+			b.Stream(true, true)
+		}
+	}()
+	for range 200 {
+		s := b.Snapshot(now)
+		_, _ = json.Marshal(s)
+	}
+	<-done
+	if s := b.Snapshot(now); s.Counters.Events != 200 || s.Counters.Passes.Count != 200 {
+		t.Errorf("counters %+v", s.Counters)
+	}
+}
+
+func TestWhySaysWhatHoldsAHostBack(t *testing.T) {
+	p, c := fixture()
+	p.Pending = &Pending{Until: now.Add(time.Second), Changes: []string{"berth-app.example.com.conf"}}
+	p.Hosts[0].Paths[0].Backends[0].Ready = false
+	p.Hosts[0].Paths[0].Backends[0].Health = HealthStarting
+	c.Certificates = nil
+	c.Orders = []Order{{Name: "app.example.com", Names: []string{"app.example.com"}, Started: now}}
+	b := NewBoard("test", fixedCerts(c))
+	b.Publish(p)
+	lines, err := Why(b.Snapshot(now), "app.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(lines, "\n")
+	for _, want := range []string{"(starting, held back)", "An order for app.example.com is in flight since 2026-12-02T12:00:00Z.",
+		"A change waits for the reload pacer until 2026-12-02T12:00:01Z."} {
+		if !strings.Contains(text, want) {
+			t.Errorf("why lacks %q:\n%s", want, text)
+		}
+	}
+}
