@@ -17,5 +17,8 @@ RUN CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
 
 FROM scratch
 COPY --from=build /out/ /
+# Healthy while berth watches Docker events and has a confirmed nginx; it
+# asks the daemon through the socket in BERTH_STATE_DIR.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["/berth", "health"]
 ENTRYPOINT ["/berth"]
 CMD ["run"]

@@ -101,6 +101,7 @@ type Manager struct {
 	offered    map[string]bool // versions Certs handed out since the last InUse
 	pruneDue   bool
 	lastView   map[string]Paths // Certs as last signalled on Changed
+	obs        orderObs         // orders for CertStatus (status.go)
 }
 
 // NewManager loads the stored certificates and per-name state, so stored

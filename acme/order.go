@@ -76,6 +76,8 @@ func (m *Manager) run(ctx context.Context, j job) {
 		delete(m.running, j.cert)
 		m.mu.Unlock()
 	}()
+	m.obs.start(j, time.Now())
+	defer m.obs.end(j.cert)
 	log := m.opts.Log.WithFields(logrus.Fields{"cert": j.cert, "hosts": strings.Join(j.names, ",")})
 	if err := m.opts.Store.Check(j.cert); err != nil {
 		m.fail(j.names, err, 0, log, true)
@@ -92,7 +94,9 @@ func (m *Manager) run(ctx context.Context, j job) {
 			return
 		}
 		log.WithField("renewal", j.renewal).Info("ordering certificate")
-		st, err := m.order.place(ctx, j.cert, names, replaces, time.Now())
+		began := time.Now()
+		st, err := m.order.place(ctx, j.cert, names, replaces, began)
+		m.obs.placed(st != nil, err, time.Since(began))
 		if st != nil {
 			m.adopt(st, log)
 			if err != nil {

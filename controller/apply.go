@@ -67,7 +67,7 @@ func (c *Controller) apply(ctx context.Context, nginx Container, current, desire
 	}
 	if !ok {
 		c.isolate(ctx, nginx, out, current, desired, plan, log)
-		return c.rollback(current, wasUnconfirmed, fmt.Errorf("nginx -t rejected the new config: %s", strings.TrimSpace(out)))
+		return c.rollback(current, wasUnconfirmed, fmt.Errorf("%w: %s", errRejected, strings.TrimSpace(out)))
 	}
 	start = time.Now()
 	if err := c.engine.Signal(ctx, nginx.ID, "HUP"); err != nil {

@@ -38,6 +38,8 @@ type Options struct {
 	// RoutesFile is a YAML file of routes to backends that are not
 	// containers (BERTH_ROUTES_FILE); "" for none.
 	RoutesFile string
+	// Observer, when set, is told what every pass saw (see observe.go).
+	Observer Observer
 }
 
 // CertFiles are the files of one stored certificate version as nginx reads
@@ -94,6 +96,7 @@ type Controller struct {
 	verifyAfter time.Time   // no check before this: the reload must be complete
 	inUse       []string    // certificate files last reported to Certs.InUse
 	fileRoutes  []FileRoute // the routes file's last good entries
+	seen        passView    // what the running pass saw, for Options.Observer
 }
 
 // New returns a controller. The logger should carry no per-pass fields.
@@ -192,6 +195,7 @@ func poke(pokes chan<- string, why string) {
 func (c *Controller) watch(ctx context.Context, pokes chan<- string) {
 	for attempt := 0; ; attempt++ {
 		msgs, errs := c.engine.Events(ctx)
+		c.observeStream(true, attempt > 0)
 		if attempt > 0 {
 			poke(pokes, "resubscribed")
 		}
@@ -199,6 +203,7 @@ func (c *Controller) watch(ctx context.Context, pokes chan<- string) {
 		if ctx.Err() != nil {
 			return
 		}
+		c.observeStream(false, false)
 		wait := backoff(attempt + 1)
 		c.log.WithError(err).WithField("retry_in", wait).Warn("docker event stream broken; resubscribing")
 		select {
@@ -220,6 +225,7 @@ func (c *Controller) drain(ctx context.Context, msgs <-chan string, errs <-chan 
 			return err
 		case m := <-msgs:
 			*attempt = 0
+			c.observeEvent()
 			poke(pokes, m)
 		}
 	}

@@ -39,6 +39,7 @@ func (c *Controller) reconcile(ctx context.Context, now time.Time) time.Duration
 	c.pass++
 	log := c.log.WithField("pass", c.pass)
 	err := c.runPass(ctx, now, log)
+	c.publish(now, err)
 	switch {
 	case err == nil:
 		c.failures = 0
@@ -70,11 +71,13 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		return err // never render from a partial view: sites would go missing
 	}
 	t.List = time.Since(start)
+	c.seen.listed, c.seen.cs = true, cs
 	c.nginx.Forget(cs)
 	nginx, build, err := c.nginx.Find(ctx, cs, log)
 	if err != nil {
 		return err
 	}
+	c.seen.nginx, c.seen.build = nginx, build
 	start = time.Now()
 	certs := c.certs()
 	in, fileProblems := c.inputs(ctx, nginx, build, certs)
@@ -93,6 +96,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	desired = withoutQuarantined(desired, current, c.quarantine)
 	plan := nginxconf.Diff(current, desired)
 	t.Render = time.Since(start)
+	c.seen.cfg, c.seen.wants, c.seen.problems, c.seen.plan = cfg, wants, problems, plan
 	if plan.Empty() && !c.unconfirmed {
 		c.pacer.Cancel()
 		c.tellInUse(current)
@@ -107,6 +111,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
 	err = c.apply(actx, nginx, current, desired, plan, &t, log)
+	c.seen.applied = true
 	if after, rerr := nginxconf.ReadOwned(c.opts.ConfDir); rerr == nil {
 		c.tellInUse(after) // whatever happened, the files on disk are what counts
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/berthproxy/berth/acme"
 	"github.com/berthproxy/berth/controller"
+	"github.com/berthproxy/berth/status"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -33,6 +34,9 @@ Usage:
   berth renew [--force] HOST
                         renew the certificate serving HOST now (--force: even if not due)
   berth revoke HOST     revoke the certificate serving HOST at the CA and stop serving it
+  berth status [--json] what the running daemon serves, skips and waits for
+  berth why NAME        why a container or host is (not) served, in sentences
+  berth health          exit 0 if the daemon watches Docker and has a confirmed nginx
   berth version         print the version
   berth COMMAND --help  flags of a command
 
@@ -71,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(s, log)
 	case "certs", "renew", "revoke":
 		return certsCmd(cmd, args, stdout, stderr)
+	case "status", "why", "health":
+		return statusCmd(cmd, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "berth", version)
 		return 0
@@ -137,6 +143,12 @@ func serve(s settings, log *logrus.Entry) int {
 			return 1
 		}
 		opts.Certs = certificates{mgr}
+	}
+	board := status.NewBoard(version, certSource(mgr, mgr != nil))
+	opts.Observer = board
+	if err := serveStatus(ctx, s, board, log); err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
 	}
 	ctl := controller.New(engine, nginx, opts, log)
 	if mgr != nil {

@@ -26,6 +26,7 @@ type settings struct {
 	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
 	Defaults                             controller.Defaults // the labels' global defaults, validated
 	RoutesFile                           string
+	HTTPAddr                             string // BERTH_HTTP_ADDR; "" serves no HTTP
 	NginxProxyEnv                        bool
 	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
@@ -69,6 +70,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.Defaults.ReadTimeout, "proxy-read-timeout", "BERTH_PROXY_READ_TIMEOUT", "", "default of proxy.read-timeout (empty: not rendered)")
 	str(&s.Defaults.SendTimeout, "proxy-send-timeout", "BERTH_PROXY_SEND_TIMEOUT", "", "default of proxy.send-timeout (empty: not rendered)")
 	str(&s.Defaults.HSTS, "hsts", "BERTH_HSTS", controller.DefaultHSTS, "default of proxy.hsts: off or max-age=N[; includeSubDomains][; preload]")
+	str(&s.HTTPAddr, "http-addr", "BERTH_HTTP_ADDR", "", "address for /metrics, /status, /healthz and the status page, e.g. :9180 (empty: off)")
 	str(&s.RoutesFile, "routes-file", "BERTH_ROUTES_FILE", "", "YAML file of routes to backends that are not containers (watched)")
 	nginxProxyEnv := envOr("BERTH_NGINX_PROXY_ENV", "off")
 	fs.Func("nginx-proxy-env", "on also reads nginx-proxy / acme-companion variables (VIRTUAL_HOST, LETSENCRYPT_HOST, …) of containers (env BERTH_NGINX_PROXY_ENV, default off)", func(v string) error {
@@ -94,7 +96,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		extra(fs)
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: berth %s [flags]%s\n\nFlags:\n", cmd, map[string]string{"renew": " HOST", "revoke": " HOST"}[cmd])
+		fmt.Fprintf(stderr, "Usage: berth %s [flags]%s\n\nFlags:\n", cmd, map[string]string{"renew": " HOST", "revoke": " HOST", "why": " NAME"}[cmd])
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
