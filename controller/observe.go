@@ -3,7 +3,6 @@ package controller
 import (
 	"errors"
 	"net"
-	"regexp"
 	"slices"
 	"strconv"
 	"time"
@@ -117,12 +116,9 @@ func reloadOf(at time.Time, plan nginxconf.Plan, err error) *status.Reload {
 	return r
 }
 
-// nginxVersionLine finds the version in "nginx version: nginx/1.22.1".
-var nginxVersionLine = regexp.MustCompile(`nginx/(\d+)\.(\d+)\.(\d+)`)
-
 // nginxVersionOf reads "1.22.1" from nginx -V output.
 func nginxVersionOf(build string) string {
-	if m := nginxVersionLine.FindStringSubmatch(build); m != nil {
+	if m := nginxVersion.FindStringSubmatch(build); m != nil {
 		return m[1] + "." + m[2] + "." + m[3]
 	}
 	return ""
