@@ -81,6 +81,7 @@ type Controller struct {
 	pass   int
 
 	notBefore  time.Time           // paced: no pass before this
+	deferUntil time.Time           // an idle removal waits until this (idleRemoval)
 	failures   int                 // consecutive failed passes, for backoff
 	reported   map[string]bool     // problems already logged, to log each once per change
 	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected

@@ -1,6 +1,12 @@
 package controller
 
-import "time"
+import (
+	"bytes"
+	"strings"
+	"time"
+
+	"github.com/berthproxy/berth/nginxconf"
+)
 
 // Pacing. Passes are cheap (one list call and an in-memory render); nginx
 // reloads are not: each one closes idle keep-alive connections and starts a
@@ -72,6 +78,30 @@ func (p *reloadPacer) Record(now time.Time) {
 // container started and removed again), so it neither waits nor counts
 // as part of a burst.
 func (p *reloadPacer) Cancel() { p.since, p.held = time.Time{}, false }
+
+// idleRemovalDelay is how long a change that only removes idle sites waits
+// for another change to ride on (see idleRemoval).
+const idleRemovalDelay = 5 * time.Second
+
+// idleRemoval reports whether plan only removes sites that proxy to
+// nothing: `docker rm -f` stops a container (die: its site now answers 503,
+// one reload) and removes it (destroy) a moment later. Removing the site
+// then changes nothing a client sees but a TLS handshake rejected instead
+// of a 503 with the host's certificate, so it need not cost a reload of
+// its own: it waits up to idleRemovalDelay and goes with the next change.
+// A site with an upstream block still proxies somewhere and is removed at
+// once. Pure.
+func idleRemoval(plan nginxconf.Plan, current nginxconf.Files) bool {
+	if len(plan.Write) > 0 || len(plan.Remove) == 0 {
+		return false
+	}
+	for _, name := range plan.Remove {
+		if strings.HasSuffix(name, nginxconf.FileSuffix) && bytes.Contains(current[name], []byte("\nupstream ")) {
+			return false
+		}
+	}
+	return true
+}
 
 // backoff returns the retry delay after n consecutive failures: 250ms
 // doubling to 10s, so a restarting Docker engine or nginx is retried

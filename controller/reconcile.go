@@ -28,6 +28,11 @@ var errNginxMissing = errors.New("nginx container not running")
 // errPaced means the change is held by the reload pacer until c.notBefore.
 var errPaced = errors.New("reload paced")
 
+// errDeferred means an idle removal waits until c.deferUntil (idleRemoval).
+// It is a kind of pacing, but holds back no other change: the next event's
+// pass runs as usual and takes the removal with it.
+var errDeferred = fmt.Errorf("%w: idle removal deferred", errPaced)
+
 // Timings of one pass, logged so latency can be broken down.
 type Timings struct {
 	List, Render, Write, Validate, Signal time.Duration
@@ -47,6 +52,8 @@ func (c *Controller) reconcile(ctx context.Context, now time.Time) time.Duration
 			return verifyDelay
 		}
 		return 0
+	case errors.Is(err, errDeferred):
+		return time.Until(c.deferUntil)
 	case errors.Is(err, errPaced):
 		return time.Until(c.notBefore)
 	case errors.Is(err, errServed):
@@ -97,6 +104,16 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	plan := nginxconf.Diff(current, desired)
 	t.Render = time.Since(start)
 	c.seen.cfg, c.seen.wants, c.seen.problems, c.seen.plan = cfg, wants, problems, plan
+	if idleRemoval(plan, current) && !c.unconfirmed {
+		if c.deferUntil.IsZero() {
+			c.deferUntil = now.Add(idleRemovalDelay)
+		}
+		if now.Before(c.deferUntil) {
+			log.WithFields(logrus.Fields{"removed": plan.Remove, "retry_in": c.deferUntil.Sub(now)}).Debug("removal of idle sites waits for the next change")
+			return errDeferred
+		}
+	}
+	c.deferUntil = time.Time{}
 	if plan.Empty() && !c.unconfirmed {
 		c.pacer.Cancel()
 		c.tellInUse(current)

@@ -306,3 +306,49 @@ func TestProbeTriesEachNginxAddressAndNeverFollowsRedirects(t *testing.T) {
 		t.Fatalf("a redirected challenge path passed the self-check: %v", err)
 	}
 }
+
+// docker rm -f: the container dies (its site answers 503 at once: one
+// reload) and is destroyed a moment later. Dropping the idle site waits for
+// the next change instead of costing a reload of its own; a site that still
+// proxies somewhere is removed at once.
+func TestRemovingAnIdleSiteRidesOnTheNextChange(t *testing.T) {
+	a := svc("a", 2, map[string]string{"proxy.host": "a.test"}, 80)
+	b := svc("b", 3, map[string]string{"proxy.host": "b.test"}, 80)
+	c, eng := newTestController(t, a, b)
+	t0 := time.Now()
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	exists := func(host string) bool {
+		_, err := os.Stat(filepath.Join(c.opts.ConfDir, "berth-"+host+".conf"))
+		return err == nil
+	}
+	c.reconcile(context.Background(), at(0))
+	stopped := a
+	stopped.Running, stopped.State, stopped.Networks = false, "exited", map[string]string{"front": ""}
+	eng.containers = []Container{stopped, b, testNginx}
+	c.reconcile(context.Background(), at(10)) // die
+	if eng.signals != 2 || !exists("a.test") {
+		t.Fatalf("after the die: %d reloads, a.test kept %v; want 2 and kept (503)", eng.signals, exists("a.test"))
+	}
+	eng.containers = []Container{b, testNginx}
+	if again := c.reconcile(context.Background(), at(11.5)); again <= 0 { // destroy, after the pacer's gap
+		t.Fatalf("the idle removal asked for no retry (%v)", again)
+	}
+	if eng.signals != 2 || !exists("a.test") {
+		t.Fatalf("the destroy of a stopped container reloaded at once (%d reloads)", eng.signals)
+	}
+	// The next change (b removed while running) goes at once and takes a.test along.
+	eng.containers = []Container{testNginx}
+	c.reconcile(context.Background(), at(13))
+	if eng.signals != 3 || exists("a.test") || exists("b.test") {
+		t.Fatalf("after removing a running container: %d reloads, a.test %v, b.test %v; want 3 and both gone", eng.signals, exists("a.test"), exists("b.test"))
+	}
+	// Alone, an idle removal is applied once the delay is over.
+	eng.containers = []Container{stopped, testNginx}
+	c.reconcile(context.Background(), at(20))
+	eng.containers = []Container{testNginx}
+	c.reconcile(context.Background(), at(20.1))
+	c.reconcile(context.Background(), at(20.1).Add(idleRemovalDelay))
+	if exists("a.test") || eng.signals != 5 {
+		t.Fatalf("after the delay: a.test %v, %d reloads; want removed with the 5th reload", exists("a.test"), eng.signals)
+	}
+}
