@@ -175,7 +175,8 @@ func TestDockerEngineReadsNginxProxyEnv(t *testing.T) {
 	testenv.SkipShort(t, "uses the Docker engine")
 	testenv.RequireDocker(t)
 	img := testenv.BackendImage(t)
-	args := append([]string{"create"}, testenv.LabelArgs()...)
+	// Started: a container created and never started is not read at all.
+	args := append([]string{"run", "-d"}, testenv.LabelArgs()...)
 	args = append(args, "-e", "VIRTUAL_HOST=np.example.com", "-e", "VIRTUAL_PORT=8080", "-e", "DB_PASSWORD=secret", img)
 	id := strings.TrimSpace(testenv.Docker(t, args...))
 	t.Cleanup(func() { testenv.TryDocker("rm", "-f", "-v", id) })
