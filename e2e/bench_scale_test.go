@@ -16,11 +16,9 @@ import (
 
 // Replica churn and scale benchmarks; see the list in bench_test.go.
 
-
 // settle is how long a churn phase keeps its load running after its last
-// change: longer than berth's quiet window (3 s), after which any change
-// it still holds is applied, so every reload a phase causes happens while
-// the phase's load runs.
+// change: longer than any reload the pacer holds (burstGap, 1.25 s), so
+// every reload a phase causes happens while the phase's load runs.
 const settle = 5 * time.Second
 
 // startReplica starts a backend like stack.start, on the stack's network

@@ -60,8 +60,9 @@ func newBenchStack(b *testing.B, opts stackOptions) *stack {
 	return s
 }
 
-// quiet is how long berth must have seen no event to treat the next change
-// as a single change: its burst window (3 s) plus its minimum reload gap.
+// quiet is how long berth must have reloaded nothing for the next change to
+// go live at once: well over the pacer's gaps (minGap, burstGap), so the
+// "after quiet" benchmarks measure berth with nothing held.
 const quiet = 4 * time.Second
 
 // waitQuiet stops the timer while berth's pacing history drains. It is a
