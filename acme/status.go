@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,7 +85,7 @@ func (m *Manager) CertStatus(now time.Time) status.CertPart {
 		}
 	}
 	m.mu.Unlock()
-	slices.SortFunc(p.Certificates, func(a, b status.Certificate) int { return compare(a.Name, b.Name) })
+	slices.SortFunc(p.Certificates, func(a, b status.Certificate) int { return strings.Compare(a.Name, b.Name) })
 	m.obs.mu.Lock()
 	for _, cert := range slices.Sorted(maps.Keys(m.obs.inFlight)) {
 		p.Orders = append(p.Orders, m.obs.inFlight[cert])
@@ -100,14 +101,4 @@ func certOf(ci *certInfo, names map[string]NameState) status.Certificate {
 	return status.Certificate{Name: ci.stored.Name, Names: slices.Clone(ci.stored.Meta.Domains), Issuer: ci.stored.Meta.Issuer,
 		Serial: leaf.SerialNumber.Text(16), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, NextRenewal: ci.renewAt,
 		Revoked: revoked(ci, names)}
-}
-
-func compare(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/berthproxy/berth/nginxconf"
@@ -155,7 +156,7 @@ func hostsOf(v passView) []status.Host {
 		}
 		out = append(out, h)
 	}
-	slices.SortFunc(out, func(a, b status.Host) int { return compareStrings(a.Host, b.Host) })
+	slices.SortFunc(out, func(a, b status.Host) int { return strings.Compare(a.Host, b.Host) })
 	return out
 }
 
@@ -257,14 +258,4 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -43,26 +43,22 @@ func statusCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	c := socketClient(socketPath(s.StateDir))
-	switch cmd {
-	case "health":
-		code, body, err := c.get("/healthz")
-		if err != nil {
+	if cmd == "health" || cmd == "why" {
+		// The daemon's answer is the text to print; a non-200 says why
+		// it is unhealthy or names nothing it knows.
+		path := "/healthz"
+		if cmd == "why" {
+			path = "/why?name=" + url.QueryEscape(s.args[0])
+		}
+		code, body, err := c.get(path)
+		switch {
+		case err != nil && cmd == "health":
 			fmt.Fprintln(stderr, "berth: unhealthy: cannot reach the daemon:", err)
 			return 1
-		}
-		if code != http.StatusOK {
-			fmt.Fprint(stderr, "berth: ", body)
-			return 1
-		}
-		fmt.Fprint(stdout, body)
-		return 0
-	case "why":
-		code, body, err := c.get("/why?name=" + url.QueryEscape(s.args[0]))
-		if err != nil {
+		case err != nil:
 			fmt.Fprintln(stderr, "berth:", err)
 			return 1
-		}
-		if code != http.StatusOK {
+		case code != http.StatusOK:
 			fmt.Fprint(stderr, "berth: ", body)
 			return 1
 		}
