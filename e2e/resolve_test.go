@@ -137,14 +137,22 @@ func TestAliasesThatCannotBeResolvedSafelyKeepAddresses(t *testing.T) {
 	s.runReplica("b1", "shared", "b.test", false)
 	s.runReplica("c1", "checked", "c.test", false)
 	s.runReplica("c2", "checked", "c.test", true)
+	// Until berth's pass that sees the second holder of a name (a paced
+	// reload, up to about a second later), nginx still follows the name
+	// and may send the newcomer requests: resolved.go's documented window.
+	// So wait for berth's verdict first, then look at the traffic.
+	for _, host := range []string{"a.test", "b.test", "c.test"} {
+		testenv.Eventually(t, converge, func() error {
+			conf, err := s.exec("cat " + confDir + "/berth-" + host + ".conf")
+			if err == nil && (strings.Contains(conf, " resolve") || !strings.Contains(conf, "upstream ")) {
+				err = fmt.Errorf("%s is resolved by name (or has no upstream); want addresses. Site file:\n%s", host, conf)
+			}
+			return err
+		})
+	}
 	s.awaitSpread("a.test", "a1")
 	s.awaitSpread("b.test", "b1")
 	s.awaitSpread("c.test", "c1", "c2")
-	for _, host := range []string{"a.test", "b.test", "c.test"} {
-		if conf := s.siteFile(host); strings.Contains(conf, "resolve") {
-			t.Errorf("%s is resolved by name; want addresses. Site file:\n%s", host, conf)
-		}
-	}
 	// Never b1 on a.test, however often nginx would re-resolve (each second).
 	consistently(t, 3*time.Second, func() error {
 		seen, err := s.spread("a.test", 5)
