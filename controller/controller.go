@@ -94,10 +94,11 @@ type Controller struct {
 	unconfirmed bool
 	verify      map[string]string // host → serial nginx must serve after the last reload
 	verifyFails int
-	verifyAfter time.Time   // no check before this: the reload must be complete
-	inUse       []string    // certificate files last reported to Certs.InUse
-	fileRoutes  []FileRoute // the routes file's last good entries
-	seen        passView    // what the running pass saw, for Options.Observer
+	verifyAfter time.Time       // no check before this: the reload must be complete
+	resolved    map[string]bool // "host path" → nginx resolves it by name, as last applied (leavesResolve)
+	inUse       []string        // certificate files last reported to Certs.InUse
+	fileRoutes  []FileRoute     // the routes file's last good entries
+	seen        passView        // what the running pass saw, for Options.Observer
 }
 
 // New returns a controller. The logger should carry no per-pass fields.

@@ -79,6 +79,35 @@ func (p *reloadPacer) Record(now time.Time) {
 // as part of a burst.
 func (p *reloadPacer) Cancel() { p.since, p.held = time.Time{}, false }
 
+// resolvedLocations says, per "host path", whether each location of cfg is
+// one nginx resolves by name itself (resolved.go). Pure.
+func resolvedLocations(cfg nginxconf.Config) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range cfg.Sites {
+		for _, l := range s.Locations {
+			out[s.Host+" "+l.Path] = l.Resolve
+		}
+	}
+	return out
+}
+
+// leavesResolve reports whether a location nginx resolves by name in the
+// applied config gets addresses in the desired one. berth switches back to
+// addresses when a container that must not get traffic takes the name (a
+// replica with a health check, another host's container); until the reload
+// nginx keeps following the name and sends that container requests. Such a
+// change is therefore never held by the pacer: it costs a reload inside a
+// burst, which is rare (one per name joined), instead of up to burstGap of
+// misrouted requests. Pure.
+func leavesResolve(applied, desired map[string]bool) bool {
+	for k, was := range applied {
+		if now, ok := desired[k]; was && ok && !now {
+			return true
+		}
+	}
+	return false
+}
+
 // idleRemovalDelay is how long a change that only removes idle sites waits
 // for another change to ride on (see idleRemoval).
 const idleRemovalDelay = 5 * time.Second

@@ -116,11 +116,13 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	c.deferUntil = time.Time{}
 	if plan.Empty() && !c.unconfirmed {
 		c.pacer.Cancel()
+		c.resolved = resolvedLocations(cfg)
 		c.tellInUse(current)
 		log.WithField("list_ms", ms(t.List)).Debug("no change")
 		return c.checkServed(ctx, now, log)
 	}
-	if wait := c.pacer.Wait(now); wait > 0 && !plan.Empty() {
+	resolved := resolvedLocations(cfg)
+	if wait := c.pacer.Wait(now); wait > 0 && !plan.Empty() && !leavesResolve(c.resolved, resolved) {
 		c.notBefore = now.Add(wait)
 		log.WithField("retry_in", wait).Debug("change waits for reload pacing")
 		return errPaced
@@ -135,6 +137,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	if err != nil {
 		return err
 	}
+	c.resolved = resolved
 	c.expectServed(cfg, certs, current, now)
 	c.pacer.Record(now)
 	log.WithFields(logrus.Fields{

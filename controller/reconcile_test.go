@@ -37,6 +37,7 @@ type fakeEngine struct {
 	events     chan string      // nil: a stream that never sends
 	eventErrs  chan error
 	subscribed int
+	nginxV     string // nginx -V output; "" is nginx 1.22.1
 }
 
 func (f *fakeEngine) List(context.Context) ([]Container, error) {
@@ -76,6 +77,9 @@ func (f *fakeEngine) Exec(_ context.Context, id string, cmd []string) (int, stri
 	if len(cmd) == 2 && cmd[1] == "-V" {
 		if f.notNginx[id] {
 			return 127, "exec: \"nginx\": executable file not found in $PATH", nil
+		}
+		if f.nginxV != "" {
+			return 0, f.nginxV, nil
 		}
 		return 0, "nginx version: nginx/1.22.1\nconfigure arguments: --with-http_v2_module", nil
 	}
@@ -351,4 +355,40 @@ func TestRemovingAnIdleSiteRidesOnTheNextChange(t *testing.T) {
 	if exists("a.test") || eng.signals != 5 {
 		t.Fatalf("after the delay: a.test %v, %d reloads; want removed with the 5th reload", exists("a.test"), eng.signals)
 	}
+}
+
+// A replica with a health check joining the name nginx resolves must not
+// get requests while it starts: the switch back to addresses goes live at
+// once, even right after another reload, where a change is otherwise held.
+func TestLeavingResolveIsNeverPaced(t *testing.T) {
+	c, eng := newTestController(t, replica("web-1", 2, "web"))
+	eng.nginxV = "nginx version: nginx/1.30.6\n"
+	t0 := time.Now()
+	c.reconcile(context.Background(), t0)
+	if conf := readConf(t, c, "a.test"); !strings.Contains(conf, "server web:80 resolve") {
+		t.Fatalf("the lone replica should be resolved by name:\n%s", conf)
+	}
+	starting := replica("web-2", 3, "web")
+	starting.Health, starting.Healthcheck = HealthStarting, true
+	eng.set(replica("web-1", 2, "web"), starting)
+	if again := c.reconcile(context.Background(), t0.Add(300*time.Millisecond)); again > 0 || eng.signals != 2 {
+		t.Fatalf("switching to addresses was paced (retry in %v, %d reloads); want a reload at once", again, eng.signals)
+	}
+	if conf := readConf(t, c, "a.test"); strings.Contains(conf, " resolve") {
+		t.Fatalf("a.test still resolved by name:\n%s", conf)
+	}
+	// Any other change this soon is still paced.
+	eng.set(replica("web-1", 2, "web"), starting, svc("b", 4, map[string]string{"proxy.host": "b.test"}, 80))
+	if again := c.reconcile(context.Background(), t0.Add(400*time.Millisecond)); again <= 0 || eng.signals != 2 {
+		t.Fatalf("a new host right after a reload was not paced (retry in %v, %d reloads)", again, eng.signals)
+	}
+}
+
+func readConf(t *testing.T, c *Controller, host string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(c.opts.ConfDir, "berth-"+host+".conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
