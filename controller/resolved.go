@@ -51,10 +51,11 @@ import (
 //
 // The name chosen is the first in sorted order that qualifies, so the same
 // containers always give the same bytes. Between a new holder of the name
-// starting and berth's next pass switching the location back to addresses,
-// nginx may resolve it and send it requests: for at most the resolver's
-// valid time (nginxconf.resolveValid), and only when a foreign container
-// takes a name a routed service already uses.
+// starting and the reload that switches the location back to addresses,
+// nginx may resolve it and send it requests: only when a container that
+// must not get traffic (one with a health check, another host's, an
+// unlabelled one) takes a name a routed service already uses, and only for
+// one pass and one reload, since that switch is never paced (leavesResolve).
 func resolveLocations(sites []nginxconf.Site, wants []Want, cs []Container, nginx Container) []nginxconf.Site {
 	type key struct{ host, path string }
 	members := map[key][]Want{}
