@@ -83,6 +83,12 @@ type PebbleOptions struct {
 	// padding, as Pebble decodes them). When non-empty, new accounts must
 	// carry an external account binding.
 	EABKeys map[string]string
+	// DNSServer ("ip:port") is the DNS server Pebble's VA asks for every
+	// lookup (DNS-01 TXT records and HTTP-01 addresses alike), e.g. a BIND
+	// on the same network: PebbleContainers then starts no
+	// pebble-challtestsrv, so its answerIP is not used and SetAnswerIP
+	// fails. StartPebble does not support it.
+	DNSServer string
 }
 
 // Pebble is a running CA on loopback with a DNS server (pebble-challtestsrv)
@@ -112,6 +118,9 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	SkipShort(t, "runs Pebble")
 	if opts.HTTPPort <= 0 || opts.HTTPPort > 65535 {
 		t.Fatalf("StartPebble: PebbleOptions.HTTPPort %d is not a port", opts.HTTPPort)
+	}
+	if opts.DNSServer != "" {
+		t.Fatalf("StartPebble: PebbleOptions.DNSServer is for PebbleContainers")
 	}
 	bins := pebbleBinaries(t)
 	dir := t.TempDir()
