@@ -125,6 +125,23 @@ func TestPebbleIssuesAWildcardThroughDNS01OnBIND(t *testing.T) {
 	}
 }
 
+// TestPebbleValidatesHTTP01AtTheAddressBINDGives: with DNSServer set,
+// Pebble's HTTP-01 lookups go to BIND too (and its AAAA question gets an
+// empty answer, so it connects over IPv4).
+func TestPebbleValidatesHTTP01AtTheAddressBINDGives(t *testing.T) {
+	RequireDocker(t)
+	network := testNetwork(t, "bind-http")
+	nginx, nginxIP := startWebrootNginx(t, network)
+	b := StartBIND(t, network, "dns.test", map[string]string{"web": nginxIP})
+	p := PebbleContainers(t, network, "", PebbleOptions{DNSServer: net.JoinHostPort(b.IP, "53")})
+	c := newACMEClient(t, trustingClient(t, p.RootsFile), p.HostDirectoryURL)
+	chain := c.issue("web.dns.test", "default", webrootSolver(t, nginx))
+	verifyChain(t, chain, p.IssuerRoots(t), "web.dns.test")
+	if logs := Docker(t, "logs", nginx); !strings.Contains(logs, "GET /.well-known/acme-challenge/") {
+		t.Errorf("nginx saw no challenge request:\n%s", logs)
+	}
+}
+
 // rfc2136FromLegoEnv builds lego's rfc2136 provider the way berth does,
 // from LegoEnv's variables, except that the host sends its updates to
 // HostAddr.
