@@ -20,6 +20,48 @@ import (
 	"github.com/go-acme/lego/v4/registration"
 )
 
+func TestBINDZoneNamesAndRecords(t *testing.T) {
+	b := &BIND{Zone: "dns.test."}
+	for name, want := range map[string]string{
+		"":                            "dns.test.",
+		"@":                           "dns.test.",
+		"www":                         "www.dns.test.",
+		"_acme-challenge.X":           "_acme-challenge.x.dns.test.",
+		"a.dns.test":                  "a.dns.test.",
+		"dns.test":                    "dns.test.",
+		"other.example.":              "other.example.",
+		"www.notdns.test.":            "www.notdns.test.",
+		"_acme-challenge.w.dns.test.": "_acme-challenge.w.dns.test.",
+	} {
+		if got := b.fqdn(name); got != want {
+			t.Errorf("fqdn(%q) = %q, want %q", name, got, want)
+		}
+	}
+	zone, err := b.zoneTemplate(map[string]string{"*.w": "192.0.2.1", "web.dns.test.": "192.0.2.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{"@ IN NS ns\n", "ns IN A " + bindSelf + "\n", "*.w.dns.test. IN A 192.0.2.1\n", "web.dns.test. IN A 192.0.2.2\n"} {
+		if !strings.Contains(zone, line) {
+			t.Errorf("zone lacks %q:\n%s", line, zone)
+		}
+	}
+	for name, ip := range map[string]string{
+		"ns":               "192.0.2.1", // the server's own name
+		"x.example.":       "192.0.2.1",
+		"bad name":         "192.0.2.1",
+		"a;b":              "192.0.2.1",
+		"v6":               "2001:db8::1",
+		"nothing":          "",
+		"w.*":              "192.0.2.1",
+		"x\n@ IN NS evil.": "192.0.2.1",
+	} {
+		if _, err := b.zoneTemplate(map[string]string{name: ip}); err == nil {
+			t.Errorf("A record %q → %q accepted", name, ip)
+		}
+	}
+}
+
 func TestBINDTakesSignedUpdatesFromLegoAndRefusesUnsigned(t *testing.T) {
 	RequireDocker(t)
 	network := testNetwork(t, "bind")

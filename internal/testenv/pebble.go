@@ -19,7 +19,8 @@ import (
 // server its VA asks, answering every A query with one address and no AAAA
 // query at all (Pebble dials IPv6 first). Both are built once per machine
 // from the Go module proxy as static binaries; the containers run them in a
-// FROM scratch image.
+// FROM scratch image. For DNS-01, PebbleContainers can ask a real DNS
+// server instead (PebbleOptions.DNSServer, e.g. StartBIND's).
 
 // pebbleVersion is the Pebble release the ACME tests are written against.
 const pebbleVersion = "v2.10.3"
