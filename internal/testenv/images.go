@@ -154,6 +154,9 @@ func rootfsImage(t testing.TB, repo, tagPrefix string, spec rootfsSpec, config s
 	RequireDocker(t)
 	ref := repo + ":" + tagPrefix + spec.key
 	return memoImage(t, ref, func(logf logFunc) (string, error) {
+		if imageExists(ref) { // skip the build lock, which another image's debootstrap may hold for a minute
+			return ref, nil
+		}
 		return buildIfMissing(logf, ref, func() error {
 			dir, err := rootfs(logf, spec)
 			if err != nil {
