@@ -57,6 +57,9 @@ type Options struct {
 	Probe       Prober // nil skips the self-check
 	Log         *logrus.Entry
 	Concurrency int // parallel orders; default 3
+	// UserDir is the read-only directory of the user's own certificates
+	// (usercerts.go); "" or a missing directory means none.
+	UserDir string
 	// UnusedGrace is how long a certificate no site uses is kept before it
 	// is removed; default DefaultUnusedGrace.
 	UnusedGrace time.Duration
@@ -102,6 +105,9 @@ type Manager struct {
 	pruneDue   bool
 	lastView   map[string]Paths // Certs as last signalled on Changed
 	obs        orderObs         // orders for CertStatus (status.go)
+	user       []*userCert      // valid user certificates (usercerts.go)
+	userScan   userScan         // used by refreshUser only: NewManager, then Run's goroutine
+	userWarned map[string]time.Time
 }
 
 // NewManager loads the stored certificates and per-name state, so stored
@@ -121,7 +127,8 @@ func NewManager(opts Options) (*Manager, error) {
 	book := newNameBook(opts.StateDir, opts.Log)
 	m := &Manager{opts: opts, book: book,
 		wake: make(chan struct{}, 1), changed: make(chan struct{}, 1),
-		certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}, served: map[string]bool{}}
+		certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}, served: map[string]bool{},
+		userScan: userScan{dir: opts.UserDir}, userWarned: map[string]time.Time{}}
 	m.order = orderer{store: opts.Store, issuer: opts.Issuer, update: m.updateNames}
 	var err error
 	if m.names, m.namesStamp, err = book.load(); err != nil {
@@ -131,6 +138,7 @@ func NewManager(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.refresh()
+	m.refreshUser(time.Now())
 	m.lastView = m.view(time.Now())
 	return m, nil
 }
@@ -228,7 +236,7 @@ func (m *Manager) Run(ctx context.Context) {
 		now := time.Now()
 		m.housekeep(now)
 		m.mu.Lock()
-		due, next := planJobs(m.groups, m.certs, m.names, m.running, now)
+		due, next := planJobs(withoutCovered(m.groups, m.userNamesLocked(now)), m.certs, m.names, m.running, now)
 		next = earliest(next, now.Add(min(refreshInterval, m.opts.UnusedGrace)))
 		for _, j := range due {
 			if inFlight >= m.opts.Concurrency {
@@ -260,6 +268,8 @@ func (m *Manager) Run(ctx context.Context) {
 // changes, record use, clean up, and say whether Certs changed.
 func (m *Manager) housekeep(now time.Time) {
 	m.refresh()
+	m.refreshUser(now)
+	m.copyUser(now)
 	m.persistServed(now)
 	m.cleanUnused(now)
 	m.prune()

@@ -35,7 +35,18 @@ type Meta struct {
 	CertURL   string    `json:"cert_url,omitempty"`
 	Profile   string    `json:"profile,omitempty"`
 	Obtained  time.Time `json:"obtained"`
+	// Source is SourceUser for a copy of the user's own certificate,
+	// SourceImport for one "berth import" brought in, empty when berth
+	// ordered it. File is the file it was copied from.
+	Source string `json:"source,omitempty"`
+	File   string `json:"file,omitempty"`
 }
+
+// Meta.Source values.
+const (
+	SourceUser   = "user"
+	SourceImport = "import"
+)
 
 // Stored is one version of a certificate as found on disk.
 type Stored struct {
@@ -230,8 +241,21 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 	if err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := s.writeVersionFiles(dir, chainPEM, keyPEM, meta); err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	version, _ := filepath.Rel(s.Dir, dir)
+	if err := s.publish(name, version); err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	return version, nil
+}
+
+// writeVersionFiles fills a new version directory: the key readable only
+// by its owner, the chain and metadata by all.
+func (s Store) writeVersionFiles(dir string, chainPEM, keyPEM []byte, meta Meta) error {
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
 	}
 	metaJSON, _ := json.MarshalIndent(meta, "", "  ")
 	for _, f := range []struct {
@@ -240,14 +264,10 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 		mode os.FileMode
 	}{{"privkey.pem", keyPEM, 0o600}, {"fullchain.pem", chainPEM, 0o644}, {"meta.json", metaJSON, 0o644}} {
 		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return "", fmt.Errorf("save %s: %w", name, err)
+			return err
 		}
 	}
-	version, _ := filepath.Rel(s.Dir, dir)
-	if err := s.publish(name, version); err != nil {
-		return "", fmt.Errorf("save %s: %w", name, err)
-	}
-	return version, nil
+	return nil
 }
 
 // publish points name's link at version by renaming a new link over it.

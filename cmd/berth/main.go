@@ -34,6 +34,8 @@ Usage:
   berth renew [--force] HOST
                         renew the certificate serving HOST now (--force: even if not due)
   berth revoke HOST     revoke the certificate serving HOST at the CA and stop serving it
+  berth import DIR      copy certificates from an acme-companion / nginx-proxy certs volume or a
+                        certbot tree into berth's store (berth renews them later)
   berth status [--json] what the running daemon serves, skips and waits for
   berth why NAME        why a container or host is (not) served, in sentences
   berth health          exit 0 if the daemon watches Docker and has a confirmed nginx
@@ -73,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return render(s, stdout, log)
 		}
 		return serve(s, log)
-	case "certs", "renew", "revoke":
+	case "certs", "renew", "revoke", "import":
 		return certsCmd(cmd, args, stdout, stderr)
 	case "status", "why", "health":
 		return statusCmd(cmd, args, stdout, stderr)
@@ -179,6 +181,7 @@ func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager
 		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
+		UserDir:  s.UserCertsDir,
 		Probe:    probe,
 		Log:      log.WithField("component", "acme"),
 	})
