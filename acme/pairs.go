@@ -128,14 +128,25 @@ func firstFile(paths ...string) string {
 // readPair reads and checks one pair (structure only: see current for
 // dates).
 func readPair(f pairFile) (*Pair, error) {
-	chain, err := readSmall(f.Chain)
+	chain, key, err := readFiles(f)
 	if err != nil {
 		return nil, err
 	}
-	key, err := readSmall(f.Key)
-	if err != nil {
-		return nil, err
+	return filedPair(f, chain, key)
+}
+
+func readFiles(f pairFile) (chain, key []byte, err error) {
+	if chain, err = readSmall(f.Chain); err != nil {
+		return nil, nil, err
 	}
+	if key, err = readSmall(f.Key); err != nil {
+		return nil, nil, fmt.Errorf("key %s: %w", f.Key, err)
+	}
+	return chain, key, nil
+}
+
+// filedPair is checkPair of the contents of f.
+func filedPair(f pairFile, chain, key []byte) (*Pair, error) {
 	p, err := checkPair(chain, key)
 	if err != nil {
 		return nil, err
@@ -210,12 +221,16 @@ func checkPair(chainPEM, keyPEM []byte) (*Pair, error) {
 	if len(leaf.DNSNames) == 0 {
 		return nil, errors.New("the certificate names no host (no DNS subject alternative name)")
 	}
+	return &Pair{ChainPEM: chainPEM, KeyPEM: keyPEM, Leaf: leaf, Names: names, Hash: pairHash(chainPEM, keyPEM)}, nil
+}
+
+// pairHash identifies a pair by content: 128 bits of SHA-256 of both files.
+func pairHash(chainPEM, keyPEM []byte) string {
 	sum := sha256.New()
 	sum.Write(chainPEM)
 	sum.Write([]byte{0})
 	sum.Write(keyPEM)
-	return &Pair{ChainPEM: chainPEM, KeyPEM: keyPEM, Leaf: leaf, Names: names,
-		Hash: hex.EncodeToString(sum.Sum(nil))[:32]}, nil
+	return hex.EncodeToString(sum.Sum(nil))[:32]
 }
 
 // parseKey reads the first private key block: PKCS#8, PKCS#1 (RSA) or SEC 1 (EC).

@@ -35,9 +35,9 @@ import (
 // The ".user" directory can never be a certificate name (names never start
 // with a dot), so the store's own versions and these never mix; Prune
 // removes a copy once no nginx file names it and the user's file is gone.
-// The directory is rescanned on every refresh tick; a file is reread only
-// when its stamp (mtime, size, inode) changes, and dates are checked on
-// every pass.
+// The directory is rescanned on every refresh tick (a couple of seconds,
+// like the store); a pair is parsed again only when its content changes,
+// and dates are checked on every pass.
 
 // userVersions is the directory under .berth holding the copies.
 const userVersions = ".user"
@@ -56,17 +56,24 @@ type userCert struct {
 	copied  bool   // the copy exists: only then is it served
 }
 
-// userScan remembers checked pairs by file, so an unchanged directory
-// costs a listing and a stat per file.
+// userScan remembers checked pairs by content, so an unchanged directory
+// costs a listing and reading a few KiB per certificate, and no parsing.
+// Content, not file stamps: a file rewritten in place within the
+// filesystem's timestamp granularity, at the same size, must still be
+// noticed.
 type userScan struct {
 	dir   string
-	cache map[pairFile]scannedPair
+	cache map[scanKey]scannedPair
+}
+
+type scanKey struct {
+	file pairFile
+	hash string
 }
 
 type scannedPair struct {
-	chain, key fileStamp
-	pair       *Pair
-	err        error
+	pair *Pair
+	err  error
 }
 
 // scan returns the structurally valid pairs (one per content) and the
@@ -76,17 +83,21 @@ func (u *userScan) scan() ([]*Pair, []Rejected, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	next := make(map[pairFile]scannedPair, len(files))
+	next := make(map[scanKey]scannedPair, len(files))
 	var pairs []*Pair
 	seen := map[string]bool{}
 	for _, f := range files {
-		sp := scannedPair{chain: stampOf(f.Chain), key: stampOf(f.Key)}
-		if old, ok := u.cache[f]; ok && old.chain == sp.chain && old.key == sp.key {
-			sp = old
-		} else {
-			sp.pair, sp.err = readPair(f)
+		chain, key, err := readFiles(f)
+		if err != nil {
+			rejected = append(rejected, Rejected{f.Chain, err.Error()})
+			continue
 		}
-		next[f] = sp
+		k := scanKey{f, pairHash(chain, key)}
+		sp, ok := u.cache[k]
+		if !ok {
+			sp.pair, sp.err = filedPair(f, chain, key)
+		}
+		next[k] = sp
 		switch {
 		case sp.err != nil:
 			rejected = append(rejected, Rejected{f.Chain, sp.err.Error()})
