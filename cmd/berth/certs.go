@@ -158,35 +158,39 @@ func oneLine(s string) string {
 }
 
 // importCerts runs "berth import DIR" and prints what it did with each
-// file. Exit 0 when something was imported or there was nothing to do;
-// 1 when DIR is unreadable or every usable-looking file was unusable.
+// file. Exit 0 when something was imported or there was nothing to do
+// (nothing found, or everything usable already in the store); 1 when DIR
+// is unreadable or every certificate found was unusable.
 func importCerts(store acme.Store, dir string, stdout, stderr io.Writer) int {
 	results, err := acme.Import(store, dir, time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "berth: import:", err)
 		return 1
 	}
-	imported, problems := 0, 0
+	imported, problems, present := 0, 0, 0
 	for _, r := range results {
 		switch {
 		case r.Skipped == "":
 			imported++
 			fmt.Fprintf(stdout, "imported %s (%s) from %s, valid until %s\n", r.Name, strings.Join(r.Domains, ", "), r.File, when(r.NotAfter))
+			continue
+		case r.Problem:
+			problems++
 		default:
-			if r.Problem {
-				problems++
-			}
-			fmt.Fprintf(stdout, "skipped %s: %s\n", r.File, oneLine(r.Skipped))
+			present++
 		}
+		fmt.Fprintf(stdout, "skipped %s: %s\n", r.File, oneLine(r.Skipped))
 	}
 	switch {
 	case imported > 0:
 		fmt.Fprintf(stdout, "imported %d certificate(s) into %s; a running berth serves them within seconds and renews them like its own\n", imported, store.Dir)
-	case problems > 0:
+	case problems > 0 && present == 0:
 		fmt.Fprintf(stderr, "berth: import: nothing imported from %s: %d file(s) unusable (see above)\n", dir, problems)
 		return 1
+	case present > 0:
+		fmt.Fprintf(stdout, "nothing to import from %s: the store already has what it holds\n", dir)
 	default:
-		fmt.Fprintf(stdout, "nothing to import from %s\n", dir)
+		fmt.Fprintf(stdout, "nothing to import from %s: no certificates found\n", dir)
 	}
 	return 0
 }
