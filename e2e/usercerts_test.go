@@ -207,3 +207,35 @@ func TestImportThenRestartOrdersNothing(t *testing.T) {
 		t.Fatalf("second berth import:\n%s", out)
 	}
 }
+
+// TestUserCertificatesWithoutACME runs berth with BERTH_ACME_CA=off and a
+// user certificate directory holding one good certificate (certbot's
+// layout) and one whose key belongs to another certificate: the good one
+// is served, the bad one is ignored without harming the config (its host
+// still answers over HTTP), and berth says which file and why.
+func TestUserCertificatesWithoutACME(t *testing.T) {
+	userCA := newTestCA(t)
+	dir := t.TempDir()
+	chain, key, leaf := userCA.issue(t, "mine.test")
+	writeFile(t, filepath.Join(dir, "mine", "fullchain.pem"), chain, 0o644)
+	writeFile(t, filepath.Join(dir, "mine", "privkey.pem"), key, 0o600)
+	badChain, _, _ := userCA.issue(t, "bad.test")
+	_, otherKey, _ := userCA.issue(t, "bad.test")
+	writeFile(t, filepath.Join(dir, "bad.test.crt"), badChain, 0o644)
+	writeFile(t, filepath.Join(dir, "bad.test.key"), otherKey, 0o600)
+	s := newStackWith(t, stackOptions{berth: func(s *stack) []string {
+		return []string{"--network", "none", "-e", "BERTH_ACME_CA=off", "-v", dir + ":" + userCertsDir + ":ro"}
+	}})
+	s.run(backend{name: "mine", labels: []string{"proxy.host=mine.test"}})
+	s.run(backend{name: "bad", labels: []string{"proxy.host=bad.test", "proxy.https=both"}})
+	testenv.Eventually(t, converge, func() error { return s.servedLeaf("mine.test", "mine", userCA.pool, leaf) })
+	s.expectServed("bad.test", "/", "bad")
+	if err := s.handshake("bad.test"); err == nil {
+		t.Errorf("bad.test completed a TLS handshake; its user certificate is unusable and must not be served")
+	}
+	line, err := s.logLineWith("user certificate ignored", "bad.test.crt", "the key does not match the certificate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("berth: %s", line)
+}

@@ -147,8 +147,19 @@ func (s settings) accountConfig() acme.AccountConfig {
 	}
 }
 
-// acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
+// acmeEnabled is false when BERTH_ACME_CA=off: no orders.
 func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }
+
+// certsEnabled: berth serves certificates, ordered or the user's own. With
+// BERTH_ACME_CA=off only when the user certificate directory exists, so
+// an HTTP-only berth writes nothing to the certificate volume.
+func (s settings) certsEnabled() bool {
+	if s.acmeEnabled() {
+		return true
+	}
+	fi, err := os.Stat(s.UserCertsDir)
+	return err == nil && fi.IsDir()
+}
 
 // snippetWarning is logged at start with BERTH_SNIPPETS=on: the snippet
 // labels splice raw directives into nginx, so labelling is then root over nginx.
