@@ -30,10 +30,10 @@ type ImportResult struct {
 }
 
 // Import copies every valid certificate found in dir into store, newest
-// first. A file is skipped, with the reason, when it is unusable, when it
-// is another copy of one already seen, or when the store already has a
-// certificate at least as new for all its names (so importing twice
-// imports once). An unreadable dir is the only error.
+// first. A file is skipped, with the reason, when it is unusable or when
+// the store already has a certificate at least as new for all its names
+// (so importing twice imports once); another path to a pair already seen
+// is left out. An unreadable dir is the only error.
 func Import(store Store, dir string, now time.Time) ([]ImportResult, error) {
 	files, rejected, err := findPairs(dir)
 	if err != nil {
@@ -44,7 +44,7 @@ func Import(store Store, dir string, now time.Time) ([]ImportResult, error) {
 		out = append(out, ImportResult{File: r.File, Skipped: r.Reason, Problem: true})
 	}
 	var pairs []*Pair
-	seen := map[string]string{}
+	seen := map[string]bool{}
 	for _, f := range files {
 		p, err := readPair(f)
 		if err == nil {
@@ -53,10 +53,12 @@ func Import(store Store, dir string, now time.Time) ([]ImportResult, error) {
 		switch {
 		case err != nil:
 			out = append(out, ImportResult{File: f.Chain, Skipped: err.Error(), Problem: true})
-		case seen[p.Hash] != "":
-			out = append(out, ImportResult{File: f.Chain, Domains: p.Names, Skipped: "the same certificate as " + seen[p.Hash]})
+		case seen[p.Hash]:
+			// The same pair under another path (acme-companion links
+			// <host>.crt to <host>/fullchain.pem, once per name): not a
+			// certificate of its own, so not reported.
 		default:
-			seen[p.Hash] = f.Chain
+			seen[p.Hash] = true
 			pairs = append(pairs, p)
 		}
 	}
