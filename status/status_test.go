@@ -262,3 +262,13 @@ func TestWhySaysWhatHoldsAHostBack(t *testing.T) {
 		}
 	}
 }
+
+func TestAHostsCertificateIsTheUsersOwnWhenItHasOne(t *testing.T) {
+	certs := []Certificate{
+		{Name: "app.example.com", Names: []string{"app.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+		{Name: "app.crt", Names: []string{"app.example.com"}, NotAfter: now.Add(10 * 24 * time.Hour), Source: "user"},
+	}
+	if got := certFor(certs, "app.example.com"); got == nil || got.Name != "app.crt" {
+		t.Fatalf("certFor = %+v, want the user's own (berth serves it, however long berth's lasts)", got)
+	}
+}
