@@ -237,6 +237,11 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
+	unlock, err := s.lock()
+	if err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	defer unlock()
 	dir, err := os.MkdirTemp(base, time.Now().UTC().Format("20060102T150405")+"-")
 	if err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
@@ -249,6 +254,14 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
 	return version, nil
+}
+
+// lock serialises Save with Prune across processes. A version that "berth
+// renew" or "berth import" has written but not yet linked is nobody's
+// current version, and the daemon's Prune would otherwise remove it
+// between the two steps.
+func (s Store) lock() (unlock func(), err error) {
+	return lockFile(filepath.Join(s.Dir, versionsDir, ".lock"))
 }
 
 // writeVersionFiles fills a new version directory: the key readable only
@@ -335,6 +348,11 @@ func (s Store) Prune(keep func(version string) bool) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	defer unlock()
 	var removed []string
 	for _, n := range names {
 		if !n.IsDir() {
