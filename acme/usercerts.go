@@ -231,8 +231,8 @@ func (m *Manager) copyUser(now time.Time) {
 			m.mu.Lock()
 			uc.copied = true
 			m.mu.Unlock()
-			log.Info("serving your own certificate for its names; berth orders none for them while it is valid")
 		}
+		m.logUserOnce("serving "+uc.Hash, log, logrus.InfoLevel, "serving your own certificate for its names; berth orders none for them while it is valid")
 		m.mu.Lock()
 		due := expiryWarningDue(uc.Leaf.NotAfter, now, m.userWarned[uc.Hash])
 		if due {
