@@ -45,7 +45,7 @@ func (f ProbeFunc) Probe(ctx context.Context, host, path string) (string, error)
 type Paths struct {
 	Chain, Key string // <Dir>/.berth/<name>/<version>/fullchain.pem and privkey.pem
 	Serial     string // leaf serial number, lower-case hex
-	Name       string // the certificate's name (its first host)
+	Name       string // the certificate's name (its first host; a user certificate's file)
 }
 
 // Options configure a Manager.
@@ -74,9 +74,11 @@ const DefaultUnusedGrace = 30 * 24 * time.Hour
 const servedResolution = time.Hour
 
 // refreshInterval is how often the manager looks for changes made by
-// "berth renew" and "berth revoke", separate processes: a readlink per
-// certificate and a stat of names.json, so it is cheap enough to run often
-// enough that such a change is live within a couple of seconds.
+// "berth renew", "berth revoke" and "berth import", separate processes, and
+// in the user certificate directory: a readlink per certificate, a stat of
+// names.json and reading the user's few KiB per certificate, so it is
+// cheap enough to run often enough that such a change is live within a
+// couple of seconds.
 const refreshInterval = 2 * time.Second
 
 // Manager obtains and renews certificates for the wanted host sets. Its
