@@ -271,3 +271,27 @@ func drain(m *Manager) {
 	default:
 	}
 }
+
+func TestTheCopyOfARemovedUserCertificateGoesOnceNoFileNamesIt(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := t.TempDir()
+		c, k := e.ca.valid(t, "a.test")
+		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), c, k)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		changed(t, m, time.Minute, "the copy")
+		copied := m.Certs()["a.test"]
+		m.InUse([]string{copied.Chain, copied.Key})
+		os.Remove(filepath.Join(user, "a.test.crt"))
+		changed(t, m, 2*refreshInterval, "the removal")
+		time.Sleep(time.Minute)
+		if _, err := os.Stat(copied.Chain); err != nil {
+			t.Fatalf("the copy went while nginx's config still names it: %v", err)
+		}
+		m.InUse([]string{})
+		time.Sleep(time.Minute)
+		if _, err := os.Stat(filepath.Dir(copied.Chain)); !os.IsNotExist(err) {
+			t.Fatalf("the copy is still there (%v) after no file names it", err)
+		}
+	})
+}
