@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -118,7 +119,11 @@ func printCerts(store acme.Store, stateDir, userDir string, stdout, stderr io.Wr
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t-\n", c.Name, strings.Join(c.Domains, ","), orDash(c.Issuer), when(c.NotAfter), yours)
 	}
 	for _, r := range rejected {
-		fmt.Fprintf(w, "%s\t-\t-\t-\t-\tignored: %s\n", r.File, oneLine(r.Reason))
+		name := r.File
+		if rel, err := filepath.Rel(userDir, r.File); err == nil {
+			name = rel // as the certificates berth uses from there are named
+		}
+		fmt.Fprintf(w, "%s\t-\t-\t-\t-\tignored: %s\n", name, oneLine(r.Reason))
 	}
 	for _, n := range names {
 		status := "no certificate"
