@@ -101,6 +101,9 @@ func (m *Manager) prune() {
 	for _, ci := range m.all() {
 		loaded[filepath.Clean(ci.version)] = true
 	}
+	for _, uc := range m.user {
+		loaded[filepath.Clean(uc.version)] = true
+	}
 	removed, err := m.opts.Store.Prune(func(v string) bool { return m.inUse[v] || m.offered[v] || loaded[v] })
 	if err != nil {
 		m.opts.Log.WithError(err).Error("cannot remove old certificate versions")

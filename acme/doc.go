@@ -11,4 +11,10 @@
 // through the same code (ops.go) from another process; the daemon notices
 // within seconds. Only lego.go imports lego, so the ACME client can be
 // swapped.
+//
+// Certificates berth did not order come in two ways. The user's own
+// (Options.UserDir, usercerts.go) stay the user's: checked, copied into
+// the store's volume, served ahead of berth's and never renewed. Imported
+// ones ("berth import", import.go) become berth's own through Store.Save
+// and are renewed like any other. pairs.go reads and checks both.
 package acme

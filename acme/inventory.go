@@ -59,7 +59,8 @@ func (m *Manager) refresh() {
 
 // Certs returns, for every host with a valid stored certificate, the files
 // of its current version. When several certificates cover a host, the one
-// that expires last wins. A version handed out here is kept on disk until
+// that expires last wins; a valid user certificate (usercerts.go) wins
+// over every stored one. A version handed out here is kept on disk until
 // an InUse call made after this one no longer names it.
 func (m *Manager) Certs() map[string]Paths {
 	m.mu.Lock()
@@ -104,6 +105,7 @@ func (m *Manager) viewLocked(now time.Time) map[string]Paths {
 		out[h] = Paths{Chain: filepath.Join(dir, "fullchain.pem"), Key: filepath.Join(dir, "privkey.pem"),
 			Serial: ci.leaf().SerialNumber.Text(16), Name: ci.stored.Name}
 	}
+	maps.Copy(out, m.userViewLocked(now)) // the user's own certificates win
 	return out
 }
 

@@ -45,7 +45,7 @@ func (f ProbeFunc) Probe(ctx context.Context, host, path string) (string, error)
 type Paths struct {
 	Chain, Key string // <Dir>/.berth/<name>/<version>/fullchain.pem and privkey.pem
 	Serial     string // leaf serial number, lower-case hex
-	Name       string // the certificate's name (its first host)
+	Name       string // the certificate's name (its first host; a user certificate's file)
 }
 
 // Options configure a Manager.
@@ -57,6 +57,9 @@ type Options struct {
 	Probe       Prober // nil skips the self-check
 	Log         *logrus.Entry
 	Concurrency int // parallel orders; default 3
+	// UserDir is the read-only directory of the user's own certificates
+	// (usercerts.go); "" or a missing directory means none.
+	UserDir string
 	// UnusedGrace is how long a certificate no site uses is kept before it
 	// is removed; default DefaultUnusedGrace.
 	UnusedGrace time.Duration
@@ -71,9 +74,11 @@ const DefaultUnusedGrace = 30 * 24 * time.Hour
 const servedResolution = time.Hour
 
 // refreshInterval is how often the manager looks for changes made by
-// "berth renew" and "berth revoke", separate processes: a readlink per
-// certificate and a stat of names.json, so it is cheap enough to run often
-// enough that such a change is live within a couple of seconds.
+// "berth renew", "berth revoke" and "berth import", separate processes, and
+// in the user certificate directory: a readlink per certificate, a stat of
+// names.json and reading the user's few KiB per certificate, so it is
+// cheap enough to run often enough that such a change is live within a
+// couple of seconds.
 const refreshInterval = 2 * time.Second
 
 // Manager obtains and renews certificates for the wanted host sets. Its
@@ -102,6 +107,9 @@ type Manager struct {
 	pruneDue   bool
 	lastView   map[string]Paths // Certs as last signalled on Changed
 	obs        orderObs         // orders for CertStatus (status.go)
+	user       []*userCert      // valid user certificates (usercerts.go)
+	userScan   userScan         // used by refreshUser only: NewManager, then Run's goroutine
+	userWarned map[string]time.Time
 }
 
 // NewManager loads the stored certificates and per-name state, so stored
@@ -121,7 +129,8 @@ func NewManager(opts Options) (*Manager, error) {
 	book := newNameBook(opts.StateDir, opts.Log)
 	m := &Manager{opts: opts, book: book,
 		wake: make(chan struct{}, 1), changed: make(chan struct{}, 1),
-		certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}, served: map[string]bool{}}
+		certs: map[string]*certInfo{}, running: map[string]bool{}, reported: map[string]bool{}, served: map[string]bool{},
+		userScan: userScan{dir: opts.UserDir}, userWarned: map[string]time.Time{}}
 	m.order = orderer{store: opts.Store, issuer: opts.Issuer, update: m.updateNames}
 	var err error
 	if m.names, m.namesStamp, err = book.load(); err != nil {
@@ -131,6 +140,7 @@ func NewManager(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	m.refresh()
+	m.refreshUser(time.Now())
 	m.lastView = m.view(time.Now())
 	return m, nil
 }
@@ -228,7 +238,7 @@ func (m *Manager) Run(ctx context.Context) {
 		now := time.Now()
 		m.housekeep(now)
 		m.mu.Lock()
-		due, next := planJobs(m.groups, m.certs, m.names, m.running, now)
+		due, next := planJobs(withoutCovered(m.groups, m.userNamesLocked(now)), m.certs, m.names, m.running, now)
 		next = earliest(next, now.Add(min(refreshInterval, m.opts.UnusedGrace)))
 		for _, j := range due {
 			if inFlight >= m.opts.Concurrency {
@@ -260,6 +270,8 @@ func (m *Manager) Run(ctx context.Context) {
 // changes, record use, clean up, and say whether Certs changed.
 func (m *Manager) housekeep(now time.Time) {
 	m.refresh()
+	m.refreshUser(now)
+	m.copyUser(now)
 	m.persistServed(now)
 	m.cleanUnused(now)
 	m.prune()

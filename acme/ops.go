@@ -3,7 +3,9 @@ package acme
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 	"time"
 )
@@ -23,6 +25,7 @@ type CertStatus struct {
 	NextRenewal time.Time // from the certificate's dates; ARI may move it earlier
 	LastError   string    // the newest error of any of its names
 	Revoked     bool      // revoked with "berth revoke": no longer served
+	Source      string    // SourceUser: the user's own (Name is its file; never renewed); SourceImport: imported, renewed by berth
 }
 
 // NameStatus is a name with no certificate but with state (failing or revoked).
@@ -50,7 +53,7 @@ func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
 			continue
 		}
 		cs := CertStatus{Name: n, Domains: st.Meta.Domains, Issuer: st.Meta.Issuer, NotAfter: st.Leaf.NotAfter,
-			NextRenewal: RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)}
+			NextRenewal: RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0), Source: st.Meta.Source}
 		for _, d := range st.Meta.Domains {
 			covered[d] = true
 			if e := names[d].LastError; e != "" {
@@ -67,6 +70,29 @@ func Status(store Store, stateDir string) ([]CertStatus, []NameStatus, error) {
 		}
 	}
 	return certs, rest, nil
+}
+
+// UserStatus checks the user certificate directory as the daemon does:
+// the certificates berth serves from it, and the files it ignores with
+// the reason. A missing directory has none.
+func UserStatus(dir string, now time.Time) ([]CertStatus, []Rejected, error) {
+	if dir == "" {
+		return nil, nil, nil
+	}
+	pairs, rejected, err := (&userScan{dir: dir}).scan()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("user certificates: %w", err)
+	}
+	valid, late := currentPairs(pairs, now)
+	var certs []CertStatus
+	for _, p := range valid {
+		certs = append(certs, CertStatus{Name: userName(dir, p.File), Domains: p.Names, Issuer: issuerName(p.Leaf),
+			NotAfter: p.Leaf.NotAfter, Source: SourceUser})
+	}
+	return certs, append(rejected, late...), nil
 }
 
 func sortedNames(m map[string]NameState) []string {
@@ -150,7 +176,7 @@ func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer,
 		if !force && now.Before(due) {
 			return nil, fmt.Errorf("%s is not due for renewal until %s; use --force to renew now", host, due.Format(time.RFC3339))
 		}
-		names, name, replaces = st.Meta.Domains, st.Name, st.Leaf
+		names, name, replaces = st.Meta.Domains, st.Name, ariReplaces(st)
 	}
 	if force {
 		if _, _, err := book.update(names, func(s NameState) NameState { return NameState{LastServed: s.LastServed} }); err != nil {

@@ -86,7 +86,7 @@ func (m *Manager) run(ctx context.Context, j job) {
 	names := m.selfCheck(ctx, j.names, log)
 	var replaces *x509.Certificate
 	if j.replaces != nil && covers(names, j.replaces.stored.Meta.Domains) {
-		replaces = j.replaces.leaf()
+		replaces = ariReplaces(j.replaces.stored)
 	}
 	for len(names) > 0 && ctx.Err() == nil {
 		if len(names) < len(j.names) && m.stillCovered(names, time.Now()) {
@@ -143,6 +143,16 @@ func (m *Manager) adopt(st *Stored, log *logrus.Entry) {
 	log.WithFields(logrus.Fields{"not_after": st.Leaf.NotAfter.UTC().Format(time.RFC3339), "issuer": st.Meta.Issuer}).
 		Info("certificate stored")
 	m.signalIfChanged(time.Now())
+}
+
+// ariReplaces is the certificate an order may name as the one it
+// replaces (ARI): not an imported one, which another account or another CA
+// issued, and which the CA would refuse to see replaced by this account.
+func ariReplaces(st *Stored) *x509.Certificate {
+	if st.Meta.Source == SourceImport {
+		return nil
+	}
+	return st.Leaf
 }
 
 func without(names, drop []string) []string {

@@ -79,6 +79,14 @@ func (m *Manager) CertStatus(now time.Time) status.CertPart {
 	for _, ci := range m.certs {
 		p.Certificates = append(p.Certificates, certOf(ci, m.names))
 	}
+	// The user's own certificates that are served (copied and valid).
+	for _, uc := range m.user {
+		if uc.copied && current(uc.Leaf, now) == nil {
+			p.Certificates = append(p.Certificates, status.Certificate{Name: userName(m.opts.UserDir, uc.File), Names: slices.Clone(uc.Names),
+				Issuer: issuerName(uc.Leaf), Serial: uc.Leaf.SerialNumber.Text(16), NotBefore: uc.Leaf.NotBefore, NotAfter: uc.Leaf.NotAfter,
+				Source: SourceUser})
+		}
+	}
 	for _, n := range sortedNames(m.names) {
 		if st := m.names[n]; st.Failures > 0 {
 			p.Failing = append(p.Failing, status.Failing{Name: n, Failures: st.Failures, LastError: st.LastError, NextAttempt: st.NextAttempt})

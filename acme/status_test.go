@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/berthproxy/berth/status"
@@ -16,6 +17,9 @@ func TestCertStatusReportsCertificatesFailingNamesAndOrderCounts(t *testing.T) {
 		run(t, m)
 		m.Want([][]string{{"bad.test", "good.test"}}, nil)
 		changed(t, m, time.Minute, "the order")
+		// Changed fires when the certificate is adopted, just before the
+		// order's goroutine ends; wait until it has.
+		synctest.Wait()
 		p := m.CertStatus(time.Now())
 		if len(p.Certificates) != 1 || strings.Join(p.Certificates[0].Names, ",") != "good.test" || p.Certificates[0].NextRenewal.IsZero() ||
 			!p.Certificates[0].NotAfter.After(time.Now()) || p.Certificates[0].Issuer == "" {

@@ -35,7 +35,18 @@ type Meta struct {
 	CertURL   string    `json:"cert_url,omitempty"`
 	Profile   string    `json:"profile,omitempty"`
 	Obtained  time.Time `json:"obtained"`
+	// Source is SourceUser for a copy of the user's own certificate,
+	// SourceImport for one "berth import" brought in, empty when berth
+	// ordered it. File is the file it was copied from.
+	Source string `json:"source,omitempty"`
+	File   string `json:"file,omitempty"`
 }
+
+// Meta.Source values.
+const (
+	SourceUser   = "user"
+	SourceImport = "import"
+)
 
 // Stored is one version of a certificate as found on disk.
 type Stored struct {
@@ -226,12 +237,38 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
+	unlock, err := s.lock()
+	if err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	defer unlock()
 	dir, err := os.MkdirTemp(base, time.Now().UTC().Format("20060102T150405")+"-")
 	if err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := s.writeVersionFiles(dir, chainPEM, keyPEM, meta); err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	version, _ := filepath.Rel(s.Dir, dir)
+	if err := s.publish(name, version); err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
+	}
+	return version, nil
+}
+
+// lock serialises Save with Prune across processes. A version that "berth
+// renew" or "berth import" has written but not yet linked is nobody's
+// current version, and the daemon's Prune would otherwise remove it
+// between the two steps.
+func (s Store) lock() (unlock func(), err error) {
+	return lockFile(filepath.Join(s.Dir, versionsDir, ".lock"))
+}
+
+// writeVersionFiles fills a new version directory: the key readable only
+// by its owner, the chain and metadata by all.
+func (s Store) writeVersionFiles(dir string, chainPEM, keyPEM []byte, meta Meta) error {
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
 	}
 	metaJSON, _ := json.MarshalIndent(meta, "", "  ")
 	for _, f := range []struct {
@@ -240,14 +277,10 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 		mode os.FileMode
 	}{{"privkey.pem", keyPEM, 0o600}, {"fullchain.pem", chainPEM, 0o644}, {"meta.json", metaJSON, 0o644}} {
 		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return "", fmt.Errorf("save %s: %w", name, err)
+			return err
 		}
 	}
-	version, _ := filepath.Rel(s.Dir, dir)
-	if err := s.publish(name, version); err != nil {
-		return "", fmt.Errorf("save %s: %w", name, err)
-	}
-	return version, nil
+	return nil
 }
 
 // publish points name's link at version by renaming a new link over it.
@@ -315,6 +348,11 @@ func (s Store) Prune(keep func(version string) bool) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
+	unlock, err := s.lock()
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	defer unlock()
 	var removed []string
 	for _, n := range names {
 		if !n.IsDir() {

@@ -78,7 +78,9 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		seen[cert.Name] = true
 		gauge(descNotAfter, unix(cert.NotAfter), cert.Name)
-		gauge(descRenewal, unix(cert.NextRenewal), cert.Name)
+		if cert.Source != "user" { // berth never renews the user's own: no series to alert on
+			gauge(descRenewal, unix(cert.NextRenewal), cert.Name)
+		}
 		gauge(descMismatch, boolFloat(mismatch[cert.Name]), cert.Name)
 	}
 	for _, r := range orderResults {

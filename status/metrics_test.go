@@ -133,3 +133,17 @@ func TestTwoVersionsOfACertificateAreOneSeries(t *testing.T) {
 		t.Errorf("%d series, want 1", n)
 	}
 }
+
+func TestTheUsersOwnCertificateHasAnExpiryButNoRenewalSeries(t *testing.T) {
+	p, c := fixture()
+	c.Certificates = append(c.Certificates, Certificate{Name: "own.crt", Names: []string{"own.example.com"}, NotAfter: now.Add(time.Hour), Source: "user"})
+	b := NewBoard("test", fixedCerts(c))
+	b.Publish(p)
+	col := Collector{boardAt{b, now}}
+	if n := testutil.CollectAndCount(col, "berth_certificate_not_after_timestamp_seconds"); n != 2 {
+		t.Errorf("%d expiry series, want 2 (berth's and the user's)", n)
+	}
+	if n := testutil.CollectAndCount(col, "berth_certificate_renewal_timestamp_seconds"); n != 1 {
+		t.Errorf("%d renewal series, want 1: berth never renews the user's own", n)
+	}
+}

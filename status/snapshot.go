@@ -195,6 +195,9 @@ type Certificate struct {
 	NotAfter    time.Time `json:"not_after"`
 	NextRenewal time.Time `json:"next_renewal"`
 	Revoked     bool      `json:"revoked,omitempty"`
+	// Source is "user" for the user's own certificate (never renewed by
+	// berth; Name is its file), empty for berth's own.
+	Source string `json:"source,omitempty"`
 }
 
 // Order is a certificate order in flight.
@@ -294,7 +297,12 @@ func certFor(certs []Certificate, host string) *Certificate {
 	var best *Certificate
 	for i := range certs {
 		c := &certs[i]
-		if slices.Contains(c.Names, host) && (best == nil || c.NotAfter.After(best.NotAfter)) {
+		if !slices.Contains(c.Names, host) {
+			continue
+		}
+		// The user's own certificate wins over berth's, as in acme.Manager.Certs.
+		user, bestUser := c.Source == "user", best != nil && best.Source == "user"
+		if best == nil || user && !bestUser || user == bestUser && c.NotAfter.After(best.NotAfter) {
 			best = c
 		}
 	}

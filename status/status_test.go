@@ -262,3 +262,37 @@ func TestWhySaysWhatHoldsAHostBack(t *testing.T) {
 		}
 	}
 }
+
+func TestAHostsCertificateIsTheUsersOwnWhenItHasOne(t *testing.T) {
+	certs := []Certificate{
+		{Name: "app.example.com", Names: []string{"app.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+		{Name: "app.crt", Names: []string{"app.example.com"}, NotAfter: now.Add(10 * 24 * time.Hour), Source: "user"},
+	}
+	if got := certFor(certs, "app.example.com"); got == nil || got.Name != "app.crt" {
+		t.Fatalf("certFor = %+v, want the user's own (berth serves it, however long berth's lasts)", got)
+	}
+}
+
+func TestStatusAndWhySayAUserCertificateIsTheUsersOwn(t *testing.T) {
+	p, c := fixture()
+	c.Certificates = append(c.Certificates, Certificate{Name: "app.crt", Names: []string{"app.example.com"}, Issuer: "Corp CA",
+		NotAfter: now.Add(10 * 24 * time.Hour), Source: "user"})
+	b := NewBoard("test", fixedCerts(c))
+	b.Stream(true, false)
+	b.Publish(p)
+	s := b.Snapshot(now)
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "app.crt, Corp CA, expires") || !strings.Contains(buf.String(), "your own, never renewed by berth") {
+		t.Errorf("status table does not show the user's certificate for the host:\n%s", buf.String())
+	}
+	lines, err := Why(s, "app.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text := strings.Join(lines, "\n"); !strings.Contains(text, "Your own certificate app.crt covers app.example.com") {
+		t.Errorf("why lacks the user's certificate:\n%s", text)
+	}
+}

@@ -137,7 +137,11 @@ func certLine(s Snapshot, h Host) string {
 		}
 		return "-"
 	}
-	out := fmt.Sprintf("%s, %s, expires %s (%s), renews %s", c.Name, c.Issuer, clock(c.NotAfter), daysLeft(c.NotAfter, s.Time), clock(c.NextRenewal))
+	renews := "renews " + clock(c.NextRenewal)
+	if c.Source == "user" {
+		renews = "your own, never renewed by berth"
+	}
+	out := fmt.Sprintf("%s, %s, expires %s (%s), %s", c.Name, c.Issuer, clock(c.NotAfter), daysLeft(c.NotAfter, s.Time), renews)
 	if h.CertificateMismatch {
 		out += ", NGINX SERVES ANOTHER"
 	}

@@ -158,8 +158,13 @@ func certSentences(s Snapshot, host string) []string {
 	var out []string
 	say := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
 	if c := certFor(s.Certificates, host); c != nil {
-		say("Certificate %s covers %s: issued by %s, valid until %s (%s), next renewal %s.",
-			c.Name, strings.Join(c.Names, ", "), c.Issuer, clock(c.NotAfter), daysLeft(c.NotAfter, s.Time), clock(c.NextRenewal))
+		if c.Source == "user" {
+			say("Your own certificate %s covers %s: issued by %s, valid until %s (%s); berth serves it ahead of its own and never renews it.",
+				c.Name, strings.Join(c.Names, ", "), c.Issuer, clock(c.NotAfter), daysLeft(c.NotAfter, s.Time))
+		} else {
+			say("Certificate %s covers %s: issued by %s, valid until %s (%s), next renewal %s.",
+				c.Name, strings.Join(c.Names, ", "), c.Issuer, clock(c.NotAfter), daysLeft(c.NotAfter, s.Time), clock(c.NextRenewal))
+		}
 		if c.Revoked {
 			say("It is revoked: berth does not re-issue it until \"berth renew --force %s\".", host)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -18,7 +19,8 @@ import (
 	"github.com/berthproxy/berth/controller"
 )
 
-// certsCmd implements "berth certs", "berth renew" and "berth revoke".
+// certsCmd implements "berth certs", "berth renew", "berth revoke" and
+// "berth import".
 // They work on the shared files, so they are run next to the daemon, e.g.
 // "docker compose exec berth berth certs"; the daemon notices changes
 // within a couple of seconds.
@@ -39,7 +41,14 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	}
 	store := acme.Store{Dir: s.CertsDir, Log: cliLog(stderr)}
 	if cmd == "certs" {
-		return printCerts(store, s.StateDir, stdout, stderr)
+		return printCerts(store, s.StateDir, s.UserCertsDir, stdout, stderr)
+	}
+	if cmd == "import" {
+		if len(s.args) != 1 {
+			fmt.Fprintln(stderr, "berth: import takes exactly one DIR")
+			return 2
+		}
+		return importCerts(store, s.args[0], stdout, stderr)
 	}
 	if len(s.args) != 1 {
 		fmt.Fprintf(stderr, "berth: %s takes exactly one HOST\n", cmd)
@@ -83,8 +92,16 @@ func cliLog(stderr io.Writer) *logrus.Entry {
 	return logrus.NewEntry(l)
 }
 
-func printCerts(store acme.Store, stateDir string, stdout, stderr io.Writer) int {
+// yours marks the user's own certificates in "berth certs".
+const yours = "never: your own"
+
+func printCerts(store acme.Store, stateDir, userDir string, stdout, stderr io.Writer) int {
 	certs, names, err := acme.Status(store, stateDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth:", err)
+		return 1
+	}
+	user, rejected, err := acme.UserStatus(userDir, time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "berth:", err)
 		return 1
@@ -97,6 +114,16 @@ func printCerts(store acme.Store, stateDir string, stdout, stderr io.Writer) int
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, strings.Join(c.Domains, ","), orDash(c.Issuer),
 			when(c.NotAfter), when(c.NextRenewal), orDash(oneLine(c.LastError)))
+	}
+	for _, c := range user {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t-\n", c.Name, strings.Join(c.Domains, ","), orDash(c.Issuer), when(c.NotAfter), yours)
+	}
+	for _, r := range rejected {
+		name := r.File
+		if rel, err := filepath.Rel(userDir, r.File); err == nil {
+			name = rel // as the certificates berth uses from there are named
+		}
+		fmt.Fprintf(w, "%s\t-\t-\t-\t-\tignored: %s\n", name, oneLine(r.Reason))
 	}
 	for _, n := range names {
 		status := "no certificate"
@@ -133,4 +160,42 @@ func oneLine(s string) string {
 		s = s[:160] + "…"
 	}
 	return s
+}
+
+// importCerts runs "berth import DIR" and prints what it did with each
+// file. Exit 0 when something was imported or there was nothing to do
+// (nothing found, or everything usable already in the store); 1 when DIR
+// is unreadable or every certificate found was unusable.
+func importCerts(store acme.Store, dir string, stdout, stderr io.Writer) int {
+	results, err := acme.Import(store, dir, time.Now())
+	if err != nil {
+		fmt.Fprintln(stderr, "berth: import:", err)
+		return 1
+	}
+	imported, problems, present := 0, 0, 0
+	for _, r := range results {
+		switch {
+		case r.Skipped == "":
+			imported++
+			fmt.Fprintf(stdout, "imported %s (%s) from %s, valid until %s\n", r.Name, strings.Join(r.Domains, ", "), r.File, when(r.NotAfter))
+			continue
+		case r.Problem:
+			problems++
+		default:
+			present++
+		}
+		fmt.Fprintf(stdout, "skipped %s: %s\n", r.File, oneLine(r.Skipped))
+	}
+	switch {
+	case imported > 0:
+		fmt.Fprintf(stdout, "imported %d certificate(s) into %s; a running berth serves them within seconds and renews them like its own\n", imported, store.Dir)
+	case problems > 0 && present == 0:
+		fmt.Fprintf(stderr, "berth: import: nothing imported from %s: %d file(s) unusable (see above)\n", dir, problems)
+		return 1
+	case present > 0:
+		fmt.Fprintf(stdout, "nothing to import from %s: the store already has what it holds\n", dir)
+	default:
+		fmt.Fprintf(stdout, "nothing to import from %s: no certificates found\n", dir)
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,8 @@ Usage:
   berth renew [--force] HOST
                         renew the certificate serving HOST now (--force: even if not due)
   berth revoke HOST     revoke the certificate serving HOST at the CA and stop serving it
+  berth import DIR      copy certificates from an acme-companion / nginx-proxy certs volume or a
+                        certbot tree into berth's store (berth renews them later)
   berth status [--json] what the running daemon serves, skips and waits for
   berth why NAME        why a container or host is (not) served, in sentences
   berth health          exit 0 if the daemon watches Docker and has a confirmed nginx
@@ -73,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return render(s, stdout, log)
 		}
 		return serve(s, log)
-	case "certs", "renew", "revoke":
+	case "certs", "renew", "revoke", "import":
 		return certsCmd(cmd, args, stdout, stderr)
 	case "status", "why", "health":
 		return statusCmd(cmd, args, stdout, stderr)
@@ -137,12 +140,12 @@ func serve(s settings, log *logrus.Entry) int {
 	nginx := newNginx(engine, s)
 	opts := s.controllerOptions()
 	var mgr *acme.Manager
-	if s.acmeEnabled() {
+	if s.certsEnabled() {
 		if mgr, err = newManager(s, log, nginx); err != nil {
 			log.WithError(err).Error("cannot start")
 			return 1
 		}
-		opts.Certs = certificates{mgr}
+		opts.Certs = certificates{mgr, !s.acmeEnabled()}
 	}
 	board := status.NewBoard(version, certSource(mgr, mgr != nil))
 	opts.Observer = board
@@ -174,11 +177,16 @@ func newNginx(engine controller.Engine, s settings) *controller.Nginx {
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
 func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
+	var issuer acme.Issuer = noCA{}
+	if s.acmeEnabled() {
+		issuer = &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)}
+	}
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
-		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
+		Issuer:   issuer,
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
+		UserDir:  s.UserCertsDir,
 		Probe:    probe,
 		Log:      log.WithField("component", "acme"),
 	})
@@ -190,7 +198,13 @@ func withLog(c acme.AccountConfig, log *logrus.Entry) acme.AccountConfig {
 }
 
 // certificates adapts the certificate manager to what the loop needs.
-type certificates struct{ m *acme.Manager }
+// With noOrders (BERTH_ACME_CA=off and a user certificate directory) it
+// serves the user's certificates and those already stored, and asks for
+// none.
+type certificates struct {
+	m        *acme.Manager
+	noOrders bool
+}
 
 func (c certificates) Certs() map[string]controller.CertFiles {
 	certs := c.m.Certs()
@@ -201,9 +215,28 @@ func (c certificates) Certs() map[string]controller.CertFiles {
 	return out
 }
 
-func (c certificates) Want(sets [][]string, served []string) { c.m.Want(sets, served) }
-func (c certificates) InUse(files []string)                  { c.m.InUse(files) }
-func (c certificates) Changed() <-chan struct{}              { return c.m.Changed() }
+func (c certificates) Want(sets [][]string, served []string) {
+	if c.noOrders {
+		sets = nil
+	}
+	c.m.Want(sets, served)
+}
+func (c certificates) InUse(files []string)     { c.m.InUse(files) }
+func (c certificates) Changed() <-chan struct{} { return c.m.Changed() }
+
+// noCA is the issuer with BERTH_ACME_CA=off: never asked to order (see
+// certificates.noOrders), it refuses anything else.
+type noCA struct{}
+
+var errNoCA = errors.New("BERTH_ACME_CA=off: no CA")
+
+func (noCA) Obtain(context.Context, []string, *x509.Certificate) (acme.Issued, error) {
+	return acme.Issued{}, errNoCA
+}
+func (noCA) RenewalInfo(context.Context, *x509.Certificate) (*acme.Window, error) {
+	return nil, errNoCA
+}
+func (noCA) Revoke(context.Context, []byte) error { return errNoCA }
 
 // prepareDirs checks the conf dir exists (it is nginx's: berth must not
 // invent it) and creates the challenge directory in the webroot.
@@ -215,7 +248,7 @@ func prepareDirs(s settings) error {
 	if err := os.MkdirAll(challenge, 0o755); err != nil {
 		return fmt.Errorf("BERTH_WEBROOT: %w", err)
 	}
-	if !s.acmeEnabled() {
+	if !s.certsEnabled() {
 		return nil
 	}
 	if err := os.MkdirAll(s.CertsDir, 0o755); err != nil {
@@ -239,7 +272,7 @@ func render(s settings, stdout io.Writer, log *logrus.Entry) int {
 	}
 	defer engine.Close()
 	opts := s.controllerOptions()
-	if s.acmeEnabled() {
+	if s.certsEnabled() {
 		// The same certificates the daemon serves, read from the store;
 		// nothing is ordered (the manager does not run).
 		mgr, err := newManager(s, log, nil)
@@ -247,7 +280,7 @@ func render(s settings, stdout io.Writer, log *logrus.Entry) int {
 			log.WithError(err).Error("render")
 			return 1
 		}
-		opts.Certs = certificates{mgr}
+		opts.Certs = certificates{mgr, !s.acmeEnabled()}
 	}
 	files, err := controller.Render(context.Background(), engine, newNginx(engine, s), opts, log)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 // comes from its environment variable, and the flag wins.
 type settings struct {
 	ConfDir, CertsDir, Webroot, StateDir string
+	UserCertsDir                         string
 	NginxContainer                       string
 	ACMEEmail, ACMECA, ACMECARoots       string
 	ACMEEABKID, ACMEEABHMAC              string
@@ -52,6 +53,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	}
 	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "nginx conf.d volume; berth owns only berth-*.conf there")
 	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx")
+	str(&s.UserCertsDir, "user-certs-dir", "BERTH_USER_CERTS_DIR", "/etc/nginx/user-certs", "read-only directory of your own certificates (<host>.crt + .key, or <name>/fullchain.pem + privkey.pem); never renewed or deleted")
 	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
 	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "berth's own state")
 	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID (default: the running container labelled proxy.nginx=true)")
@@ -96,7 +98,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		extra(fs)
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: berth %s [flags]%s\n\nFlags:\n", cmd, map[string]string{"renew": " HOST", "revoke": " HOST", "why": " NAME"}[cmd])
+		fmt.Fprintf(stderr, "Usage: berth %s [flags]%s\n\nFlags:\n", cmd, map[string]string{"renew": " HOST", "revoke": " HOST", "why": " NAME", "import": " DIR"}[cmd])
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -145,8 +147,19 @@ func (s settings) accountConfig() acme.AccountConfig {
 	}
 }
 
-// acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
+// acmeEnabled is false when BERTH_ACME_CA=off: no orders.
 func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }
+
+// certsEnabled: berth serves certificates, ordered or the user's own. With
+// BERTH_ACME_CA=off only when the user certificate directory exists, so
+// an HTTP-only berth writes nothing to the certificate volume.
+func (s settings) certsEnabled() bool {
+	if s.acmeEnabled() {
+		return true
+	}
+	fi, err := os.Stat(s.UserCertsDir)
+	return err == nil && fi.IsDir()
+}
 
 // snippetWarning is logged at start with BERTH_SNIPPETS=on: the snippet
 // labels splice raw directives into nginx, so labelling is then root over nginx.

@@ -1,0 +1,326 @@
+package acme
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/internal/atomicfile"
+)
+
+// Your own certificates: Options.UserDir (BERTH_USER_CERTS_DIR) is a
+// read-only directory of certificates the user bought or got from a
+// company CA. A valid one wins over ACME for the names it covers; berth
+// never renews, revokes or deletes it, and orders nothing for its names
+// while it is valid.
+//
+// berth copies each valid one into its own certificate volume as an
+// immutable version, <certs>/.berth/.user/<hash of chain and key>/, and
+// nginx is configured with the copy, not the user's file. So:
+//   - nginx needs no mount of the user directory, and berth remains the
+//     only writer of what nginx reads;
+//   - what nginx serves is a file berth checked (principle 5): a user
+//     half-way through replacing a file never feeds nginx a mismatched
+//     pair, since the copy is made only from a pair that passed the checks;
+//   - a replaced file has another hash, so another path: the config
+//     changes and nginx reloads, exactly like an ACME renewal.
+//
+// The ".user" directory can never be a certificate name (names never start
+// with a dot), so the store's own versions and these never mix; Prune
+// removes a copy once no nginx file names it and the user's file is gone.
+// The directory is rescanned on every refresh tick (a couple of seconds,
+// like the store); a pair is parsed again only when its content changes,
+// and dates are checked on every pass.
+
+// userVersions is the directory under .berth holding the copies.
+const userVersions = ".user"
+
+// Expiry warnings for user certificates, which berth cannot renew: from
+// two weeks before expiry (time to buy or request a new one), once a day.
+const (
+	userWarnBefore = 14 * 24 * time.Hour
+	userWarnEvery  = 24 * time.Hour
+)
+
+// userCert is a valid user certificate and its copy in the store.
+type userCert struct {
+	*Pair
+	version string // .berth/.user/<hash>, as Stored.Version names versions
+	copied  bool   // the copy exists: only then is it served
+}
+
+// userScan remembers checked pairs by content, so an unchanged directory
+// costs a listing and reading a few KiB per certificate, and no parsing.
+// Content, not file stamps: a file rewritten in place within the
+// filesystem's timestamp granularity, at the same size, must still be
+// noticed.
+type userScan struct {
+	dir   string
+	cache map[scanKey]scannedPair
+}
+
+type scanKey struct {
+	file pairFile
+	hash string
+}
+
+type scannedPair struct {
+	pair *Pair
+	err  error
+}
+
+// scan returns the structurally valid pairs (one per content) and the
+// files rejected with their reasons.
+func (u *userScan) scan() ([]*Pair, []Rejected, error) {
+	files, rejected, err := findPairs(u.dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	next := make(map[scanKey]scannedPair, len(files))
+	var pairs []*Pair
+	seen := map[string]bool{}
+	for _, f := range files {
+		chain, key, err := readFiles(f)
+		if err != nil {
+			rejected = append(rejected, Rejected{f.Chain, err.Error()})
+			continue
+		}
+		k := scanKey{f, pairHash(chain, key)}
+		sp, ok := u.cache[k]
+		if !ok {
+			sp.pair, sp.err = filedPair(f, chain, key)
+		}
+		next[k] = sp
+		switch {
+		case sp.err != nil:
+			rejected = append(rejected, Rejected{f.Chain, sp.err.Error()})
+		case !seen[sp.pair.Hash]: // acme-companion style links name one pair twice
+			seen[sp.pair.Hash] = true
+			pairs = append(pairs, sp.pair)
+		}
+	}
+	u.cache = next
+	return pairs, rejected, nil
+}
+
+// currentPairs splits pairs into those valid at now and those not. Pure.
+func currentPairs(pairs []*Pair, now time.Time) (valid []*Pair, rejected []Rejected) {
+	for _, p := range pairs {
+		if err := current(p.Leaf, now); err != nil {
+			rejected = append(rejected, Rejected{p.File, err.Error()})
+			continue
+		}
+		valid = append(valid, p)
+	}
+	return valid, rejected
+}
+
+// expiryWarningDue says whether to warn now that a user certificate
+// expiring at notAfter will not be renewed by berth, given when that was
+// last said (zero: never). Pure.
+func expiryWarningDue(notAfter, now, last time.Time) bool {
+	return !now.Before(notAfter.Add(-userWarnBefore)) && now.Before(notAfter) &&
+		(last.IsZero() || now.Sub(last) >= userWarnEvery)
+}
+
+// nameMatches: name is pattern, or pattern is a wildcard for one more
+// label (*.example.com matches a.example.com, not a.b.example.com).
+func nameMatches(pattern, name string) bool {
+	if pattern == name {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(pattern, "*")
+	i := strings.IndexByte(name, '.')
+	return ok && strings.HasPrefix(suffix, ".") && i > 0 && name[i:] == suffix
+}
+
+// withoutCovered drops from each group the names a user certificate
+// covers (wildcards included: berth orders nothing a valid user
+// certificate can serve), and groups left empty. Pure.
+func withoutCovered(groups [][]string, covering [][]string) [][]string {
+	if len(covering) == 0 {
+		return groups
+	}
+	var out [][]string
+	for _, g := range groups {
+		left := slices.DeleteFunc(slices.Clone(g), func(n string) bool {
+			return slices.ContainsFunc(covering, func(names []string) bool {
+				return slices.ContainsFunc(names, func(p string) bool { return nameMatches(p, n) })
+			})
+		})
+		if len(left) > 0 {
+			out = append(out, left)
+		}
+	}
+	return out
+}
+
+// refreshUser rescans the user directory and reports, once each, the
+// files it cannot use.
+func (m *Manager) refreshUser(now time.Time) {
+	if m.opts.UserDir == "" {
+		return
+	}
+	pairs, rejected, err := m.userScan.scan()
+	if err != nil {
+		level, msg := logrus.WarnLevel, "cannot read the user certificate directory"
+		if errors.Is(err, fs.ErrNotExist) {
+			level, msg = logrus.DebugLevel, "no user certificate directory"
+		}
+		m.logUserOnce("dir "+err.Error(), m.opts.Log.WithError(err).WithField("dir", m.opts.UserDir), level, msg)
+	}
+	valid, late := currentPairs(pairs, now)
+	for _, r := range append(rejected, late...) {
+		m.logUserOnce("reject "+r.File+" "+r.Reason, m.opts.Log.WithFields(logrus.Fields{"file": r.File, "reason": r.Reason}),
+			logrus.WarnLevel, "user certificate ignored")
+	}
+	m.mu.Lock()
+	old := map[string]*userCert{}
+	for _, uc := range m.user {
+		old[uc.Hash] = uc
+	}
+	m.mu.Unlock()
+	certs := make([]*userCert, 0, len(valid))
+	for _, p := range valid {
+		uc := &userCert{Pair: p, version: filepath.Join(versionsDir, userVersions, p.Hash)}
+		if o := old[p.Hash]; o != nil {
+			uc.copied = o.copied
+		} else {
+			uc.copied = m.opts.Store.hasVersion(uc.version)
+		}
+		certs = append(certs, uc)
+	}
+	m.mu.Lock()
+	m.user = certs
+	m.mu.Unlock()
+}
+
+func (m *Manager) logUserOnce(key string, e *logrus.Entry, level logrus.Level, msg string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.reported[key] {
+		m.reported[key] = true
+		e.Log(level, msg)
+	}
+}
+
+// copyUser writes the copy of each valid user certificate that has none
+// yet (only the daemon's Run does: "berth render" writes nothing), and
+// warns about those close to expiry.
+func (m *Manager) copyUser(now time.Time) {
+	m.mu.Lock()
+	certs := slices.Clone(m.user)
+	m.mu.Unlock()
+	for _, uc := range certs {
+		log := m.opts.Log.WithFields(logrus.Fields{"file": uc.File, "hosts": strings.Join(uc.Names, ","),
+			"not_after": uc.Leaf.NotAfter.UTC().Format(time.RFC3339)})
+		if !uc.copied {
+			meta := Meta{Domains: uc.Names, Issuer: issuerName(uc.Leaf), NotBefore: uc.Leaf.NotBefore, NotAfter: uc.Leaf.NotAfter,
+				Obtained: now.UTC(), Source: SourceUser, File: uc.File}
+			if err := m.opts.Store.saveVersion(uc.version, uc.ChainPEM, uc.KeyPEM, meta); err != nil {
+				m.logUserOnce("copy "+uc.Hash+" "+err.Error(), log.WithError(err), logrus.ErrorLevel, "cannot copy user certificate into the certificate volume")
+				continue
+			}
+			m.mu.Lock()
+			uc.copied = true
+			m.mu.Unlock()
+		}
+		m.logUserOnce("serving "+uc.Hash, log, logrus.InfoLevel, "serving your own certificate for its names; berth orders none for them while it is valid")
+		m.mu.Lock()
+		due := expiryWarningDue(uc.Leaf.NotAfter, now, m.userWarned[uc.Hash])
+		if due {
+			m.userWarned[uc.Hash] = now
+		}
+		m.mu.Unlock()
+		if due {
+			log.WithField("days_left", int(uc.Leaf.NotAfter.Sub(now).Hours()/24)).
+				Warn("your own certificate expires soon and berth does not renew it: replace the file")
+		}
+	}
+}
+
+// userNamesLocked lists the names of each valid user certificate.
+func (m *Manager) userNamesLocked(now time.Time) [][]string {
+	var out [][]string
+	for _, uc := range m.user {
+		if current(uc.Leaf, now) == nil {
+			out = append(out, uc.Names)
+		}
+	}
+	return out
+}
+
+// userViewLocked is, per name, the copied user certificate to serve: the
+// one that expires last (then the first file), valid at now.
+func (m *Manager) userViewLocked(now time.Time) map[string]Paths {
+	best := map[string]*userCert{}
+	for _, uc := range m.user {
+		if !uc.copied || current(uc.Leaf, now) != nil {
+			continue
+		}
+		for _, h := range uc.Names {
+			b := best[h]
+			if b == nil || uc.Leaf.NotAfter.After(b.Leaf.NotAfter) || uc.Leaf.NotAfter.Equal(b.Leaf.NotAfter) && uc.File < b.File {
+				best[h] = uc
+			}
+		}
+	}
+	out := make(map[string]Paths, len(best))
+	for h, uc := range best {
+		dir := m.opts.Store.versionDir(uc.version)
+		out[h] = Paths{Chain: filepath.Join(dir, "fullchain.pem"), Key: filepath.Join(dir, "privkey.pem"),
+			Serial: uc.Leaf.SerialNumber.Text(16), Name: userName(m.opts.UserDir, uc.File)}
+	}
+	return out
+}
+
+// userName is how a user certificate is named in status and logs: its
+// file, relative to the user directory.
+func userName(dir, file string) string {
+	if rel, err := filepath.Rel(dir, file); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return file
+}
+
+// hasVersion: the version's files exist.
+func (s Store) hasVersion(version string) bool {
+	dir := s.versionDir(version)
+	return isFile(filepath.Join(dir, "fullchain.pem")) && isFile(filepath.Join(dir, "privkey.pem"))
+}
+
+// saveVersion writes an immutable version directory at a path of the
+// caller's choosing (a content hash): written under a temporary name and
+// renamed into place, so it exists whole or not at all. A version that is
+// already there is left as it is (same name, same content).
+func (s Store) saveVersion(version string, chainPEM, keyPEM []byte, meta Meta) error {
+	dir := s.versionDir(version)
+	if s.hasVersion(version) {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("copy to %s: %w", dir, err)
+	}
+	tmp, err := os.MkdirTemp(parent, ".tmp-")
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", dir, err)
+	}
+	if err := s.writeVersionFiles(tmp, chainPEM, keyPEM, meta); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("copy to %s: %w", dir, err)
+	}
+	os.RemoveAll(dir) // a partial directory from elsewhere; never a published copy (hasVersion)
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return fmt.Errorf("copy to %s: %w", dir, err)
+	}
+	return atomicfile.SyncDir(parent)
+}
