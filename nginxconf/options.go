@@ -13,20 +13,14 @@ import (
 // upstream; these checks are the renderer's guard against a validation bug
 // turning into injected configuration.
 
-var (
-	// wildHost is a wildcard server name: "*.example.com" or "example.*".
-	wildHost  = regexp.MustCompile(`^(\*\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.\*)$`)
-	sizeValue = regexp.MustCompile(`^[0-9]{1,10}[kmg]?$`)
-	timeValue = regexp.MustCompile(`^[0-9]{1,10}(ms|s|m|h)?$`)
-	hstsValue = regexp.MustCompile(`^max-age=[0-9]{1,10}(; includeSubDomains)?(; preload)?$`)
-	// htpasswdLine: a user and a hash of a kind nginx verifies; no space,
-	// quote or newline, so the line is one line of the file.
-	htpasswdLine = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}:(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$apr1\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}|\{SHA\}[A-Za-z0-9+/]{27}=)$`)
-)
+// htpasswdLine: a user and a hash of a kind nginx verifies; no space,
+// quote or newline, so the line is one line of the file. (The other checks
+// are loops, in tokens.go; this one runs only for sites with logins.)
+var htpasswdLine = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}:(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$apr1\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}|\{SHA\}[A-Za-z0-9+/]{27}=)$`)
 
 // validHost accepts a DNS name or a wildcard server name.
 func validHost(h string) bool {
-	return len(h) <= 253 && (hostToken.MatchString(h) || wildHost.MatchString(h))
+	return len(h) <= 253 && (hostToken(h) || wildHost(h))
 }
 
 // fileSafe is host as it appears in file and upstream names: "*" (only in
@@ -36,10 +30,10 @@ func fileSafe(host string) string { return strings.ReplaceAll(host, "*", "_") }
 // checkOptions checks the per-site and per-location options of s.
 func checkOptions(s Site) error {
 	bad := func(format string, args ...any) error { return &SiteError{s.Host, fmt.Sprintf(format, args...)} }
-	if s.HSTS != "" && !hstsValue.MatchString(s.HSTS) {
+	if s.HSTS != "" && !hstsValue(s.HSTS) {
 		return bad("HSTS value %q is not max-age=N[; includeSubDomains][; preload]", s.HSTS)
 	}
-	if s.RedirectTo != "" && (!hostToken.MatchString(s.RedirectTo) || len(s.Locations) > 0) {
+	if s.RedirectTo != "" && (!hostToken(s.RedirectTo) || len(s.Locations) > 0) {
 		return bad("redirect target %q is not a DNS name, or the site also has locations", s.RedirectTo)
 	}
 	if err := checkSnippet(s.ServerSnippet); err != nil {
@@ -51,11 +45,11 @@ func checkOptions(s Site) error {
 		default:
 			return bad("unknown scheme %q", l.Scheme)
 		}
-		if l.MaxBodySize != "" && !sizeValue.MatchString(l.MaxBodySize) {
+		if l.MaxBodySize != "" && !sizeValue(l.MaxBodySize) {
 			return bad("body size %q is not an nginx size", l.MaxBodySize)
 		}
 		for _, t := range []string{l.ConnectTimeout, l.ReadTimeout, l.SendTimeout} {
-			if t != "" && !timeValue.MatchString(t) {
+			if t != "" && !timeValue(t) {
 				return bad("timeout %q is not an nginx duration", t)
 			}
 		}

@@ -3,7 +3,6 @@ package nginxconf
 import (
 	"cmp"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -26,14 +25,6 @@ const (
 // Files maps a file name inside the conf dir to its content.
 type Files map[string][]byte
 
-// safeToken is the only shape of value that may reach the output. It has no
-// whitespace, quotes, braces, semicolons, '$' or '#', so a value can never end
-// a directive, open a block or expand a variable.
-var safeToken = regexp.MustCompile(`^[A-Za-z0-9._~/:@%+=,\[\]-]+$`)
-
-// hostToken is stricter: a lower-case DNS name (already punycode).
-var hostToken = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
-
 // SiteError says why one site was left out of the rendered output.
 type SiteError struct {
 	Host   string
@@ -50,12 +41,12 @@ func Render(cfg Config) (Files, []error) {
 	var errs []error
 	files := Files{}
 	webroot := cfg.Webroot
-	if !safeToken.MatchString(webroot) || !strings.HasPrefix(webroot, "/") {
+	if !safeToken(webroot) || !strings.HasPrefix(webroot, "/") {
 		// Without a safe webroot no server block can be written.
 		return files, []error{fmt.Errorf("webroot %q: not an absolute path of safe characters", webroot)}
 	}
 	httpListen, httpsListen := listenOr(cfg.HTTPListen, "80"), listenOr(cfg.HTTPSListen, "443")
-	if !safeToken.MatchString(httpListen) || !safeToken.MatchString(httpsListen) {
+	if !safeToken(httpListen) || !safeToken(httpsListen) {
 		return files, []error{fmt.Errorf("listen %q/%q: unsafe characters", httpListen, httpsListen)}
 	}
 	switch cfg.HTTP2 {
@@ -147,7 +138,7 @@ func checkSite(s Site) error {
 			return &SiteError{s.Host, fmt.Sprintf("path %q appears twice", l.Path)}
 		}
 		for _, b := range l.Backends {
-			if !safeToken.MatchString(b) || strings.HasPrefix(b, "/") {
+			if !safeToken(b) || strings.HasPrefix(b, "/") {
 				return &SiteError{s.Host, fmt.Sprintf("backend %q is not host:port", b)}
 			}
 		}
@@ -155,4 +146,4 @@ func checkSite(s Site) error {
 	return nil
 }
 
-func safePath(p string) bool { return strings.HasPrefix(p, "/") && safeToken.MatchString(p) }
+func safePath(p string) bool { return strings.HasPrefix(p, "/") && safeToken(p) }

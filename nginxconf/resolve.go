@@ -70,7 +70,7 @@ func checkResolve(s Site, resolver string) error {
 // an address.
 func resolvableBackend(b string) bool {
 	name, port, ok := strings.Cut(b, ":")
-	if !ok || !hostToken.MatchString(name) {
+	if !ok || !hostToken(name) {
 		return false
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
