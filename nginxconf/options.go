@@ -121,9 +121,9 @@ func writeSnippet(b *strings.Builder, indent, snippet string) {
 	if snippet == "" {
 		return
 	}
-	b.WriteString(indent + "# snippet (BERTH_SNIPPETS=on)\n")
-	for _, line := range strings.Split(snippet, "\n") {
-		b.WriteString(indent + strings.TrimSpace(line) + "\n")
+	put(b, indent, "# snippet (BERTH_SNIPPETS=on)\n")
+	for line := range strings.SplitSeq(snippet, "\n") {
+		put(b, indent, strings.TrimSpace(line), "\n")
 	}
 }
 
@@ -135,16 +135,16 @@ func writeLocationOptions(b *strings.Builder, host string, i int, l Location) {
 	if size == "" {
 		size = "0"
 	}
-	fmt.Fprintf(b, "        client_max_body_size %s;\n", size)
+	put(b, "        client_max_body_size ", size, ";\n")
 	for _, a := range l.Allow {
-		fmt.Fprintf(b, "        allow %s;\n", a)
+		put(b, "        allow ", a, ";\n")
 	}
 	if len(l.Allow) > 0 {
 		b.WriteString("        deny all;\n")
 	}
 	if len(l.BasicAuth) > 0 {
 		// Relative to nginx's config prefix (/etc/nginx), where conf.d is.
-		fmt.Fprintf(b, "        auth_basic \"restricted\";\n        auth_basic_user_file conf.d/%s;\n", htpasswdFile(host, i))
+		put(b, "        auth_basic \"restricted\";\n        auth_basic_user_file conf.d/", htpasswdFile(host, i), ";\n")
 	}
 }
 
@@ -160,13 +160,13 @@ func writePass(b *strings.Builder, host string, i int, l Location) {
 	switch l.Scheme {
 	case SchemeGRPC, SchemeGRPCS:
 		prefix, directives = "grpc", grpcDirectives
-		fmt.Fprintf(b, "        grpc_pass %s://%s;\n", l.Scheme, upstreamName(host, i))
+		put(b, "        grpc_pass ", l.Scheme, "://", upstreamName(host, i), ";\n")
 	default:
 		scheme := SchemeHTTP
 		if l.Scheme == SchemeHTTPS {
 			scheme = SchemeHTTPS
 		}
-		fmt.Fprintf(b, "        proxy_pass %s://%s%s;\n", scheme, upstreamName(host, i), uri)
+		put(b, "        proxy_pass ", scheme, "://", upstreamName(host, i), uri, ";\n")
 		if scheme == SchemeHTTPS {
 			b.WriteString("        proxy_ssl_server_name on;\n")
 		}
@@ -178,7 +178,7 @@ func writePass(b *strings.Builder, host string, i int, l Location) {
 	}
 	for _, t := range []struct{ name, v string }{{"connect", l.ConnectTimeout}, {"send", l.SendTimeout}, {"read", l.ReadTimeout}} {
 		if t.v != "" {
-			fmt.Fprintf(b, "        %s_%s_timeout %s;\n", prefix, t.name, t.v)
+			put(b, "        ", prefix, "_", t.name, "_timeout ", t.v, ";\n")
 		}
 	}
 }

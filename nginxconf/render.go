@@ -39,7 +39,7 @@ func (e *SiteError) Error() string { return fmt.Sprintf("site %q: %s", e.Host, e
 // so one bad input never takes the rest down.
 func Render(cfg Config) (Files, []error) {
 	var errs []error
-	files := Files{}
+	files := make(Files, len(cfg.Sites)+2) // a file per site, plus the shared two
 	webroot := cfg.Webroot
 	if !safeToken(webroot) || !strings.HasPrefix(webroot, "/") {
 		// Without a safe webroot no server block can be written.
@@ -60,7 +60,7 @@ func Render(cfg Config) (Files, []error) {
 		// balancer's address; rendering nothing keeps the running config.
 		return files, []error{err}
 	}
-	var hosts []string
+	hosts := make([]string, 0, len(cfg.Sites))
 	for _, s := range sortedSites(cfg.Sites) {
 		if err := cmp.Or(checkSite(s), checkResolve(s, cfg.Resolver)); err != nil {
 			errs = append(errs, err)
@@ -93,16 +93,24 @@ func listenOr(v, def string) string {
 
 // sortedSites returns a copy of sites sorted by host, each with its
 // locations sorted by path and backends sorted, so output is independent of
-// the order Docker listed containers in.
+// the order Docker listed containers in. The caller's slices are never
+// changed: the locations of all sites are copied into one array (one
+// allocation, not one per site), and a backend list is copied only when it
+// is not already sorted and free of repeats (the controller's always is);
+// otherwise it is shared, which is safe because rendering only reads it.
 func sortedSites(sites []Site) []Site {
 	out := make([]Site, len(sites))
+	n := 0
+	for _, s := range sites {
+		n += len(s.Locations)
+	}
+	all := make([]Location, 0, n)
 	for i, s := range sites {
-		locs := make([]Location, len(s.Locations))
-		for j, l := range s.Locations {
-			l.Backends = slices.Clone(l.Backends)
-			slices.Sort(l.Backends)
-			l.Backends = slices.Compact(l.Backends)
-			locs[j] = l
+		start := len(all)
+		all = append(all, s.Locations...)
+		locs := all[start:len(all):len(all)]
+		for j := range locs {
+			locs[j].Backends = sortedUnique(locs[j].Backends)
 		}
 		slices.SortFunc(locs, func(a, b Location) int { return strings.Compare(a.Path, b.Path) })
 		s.Locations = locs
@@ -110,6 +118,21 @@ func sortedSites(sites []Site) []Site {
 	}
 	slices.SortFunc(out, func(a, b Site) int { return strings.Compare(a.Host, b.Host) })
 	return out
+}
+
+// sortedUnique is backends sorted and without repeats: backends itself when
+// it already is, else a sorted copy.
+func sortedUnique(backends []string) []string {
+	ordered := true
+	for i := 1; i < len(backends) && ordered; i++ {
+		ordered = backends[i-1] < backends[i]
+	}
+	if ordered {
+		return backends
+	}
+	backends = slices.Clone(backends)
+	slices.Sort(backends)
+	return slices.Compact(backends)
 }
 
 func checkSite(s Site) error {

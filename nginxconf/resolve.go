@@ -87,11 +87,11 @@ func resolvableBackend(b string) bool {
 func writeUpstreamServers(b *strings.Builder, name string, l Location, resolver string) {
 	if !l.Resolve {
 		for _, addr := range l.Backends {
-			fmt.Fprintf(b, "    server %s;\n", addr)
+			put(b, "    server ", addr, ";\n")
 		}
 		return
 	}
-	fmt.Fprintf(b, "    zone %s %s;\n", name, resolveZoneSize)
-	fmt.Fprintf(b, "    resolver %s valid=%s ipv6=off;\n", resolver, resolveValid)
-	fmt.Fprintf(b, "    server %s resolve fail_timeout=%s;\n", l.Backends[0], resolveFailTimeout)
+	put(b, "    zone ", name, " "+resolveZoneSize+";\n")
+	put(b, "    resolver ", resolver, " valid="+resolveValid+" ipv6=off;\n")
+	put(b, "    server ", l.Backends[0], " resolve fail_timeout="+resolveFailTimeout+";\n")
 }
