@@ -103,7 +103,9 @@ type Inputs struct {
 // its certificate, until the container is removed: a stop for maintenance
 // must not turn into another site's content or a TLS error.
 func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
-	var wants []Want
+	// Most containers have one route: sized for that, appending never
+	// copies the (large) wants again.
+	wants := make([]Want, 0, len(cs))
 	var problems []Problem
 	for _, c := range cs {
 		if c.ID == in.Nginx.ID {
@@ -184,7 +186,6 @@ func (e *routeError) problem(container string) Problem {
 
 // resolve finds one route's backend address.
 func resolve(c Container, r Route, nginx Container) (Want, *routeError) {
-	netLabel := labelName(r.Name, "network")
 	if !c.Running {
 		// No address to route to, but the scope rule still holds: only a
 		// container nginx could reach when running keeps a host here.
@@ -201,7 +202,7 @@ func resolve(c Container, r Route, nginx Container) (Want, *routeError) {
 	if err != nil {
 		e := &routeError{err: err}
 		if r.Network != "" {
-			e.label, e.value = netLabel, r.Network
+			e.label, e.value = labelName(r.Name, "network"), r.Network
 		}
 		return Want{}, e
 	}
