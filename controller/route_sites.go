@@ -23,7 +23,7 @@ import (
 func buildSites(wants []Want, certs map[string]nginxconf.TLS) ([]nginxconf.Site, []Problem) {
 	order := byContainerAndRoute(wants)
 	sites := make(map[string]*nginxconf.Site, len(wants))
-	locs := locations{index: make(map[hostPath]int, len(wants))}
+	locs := newLocations(len(wants))
 	for _, i := range order {
 		w := &wants[i]
 		for _, h := range w.Route.Hosts {
@@ -77,6 +77,12 @@ type locations struct {
 	index map[hostPath]int
 	list  []siteLocation
 	keys  []hostPath // parallel to list
+}
+
+// newLocations is sized for n locations: one per want is the usual case,
+// so the list of large values is not copied as it grows.
+func newLocations(n int) locations {
+	return locations{index: make(map[hostPath]int, n), list: make([]siteLocation, 0, n), keys: make([]hostPath, 0, n)}
 }
 
 type siteLocation struct {

@@ -102,9 +102,10 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 		if len(l.Backends) == 0 {
 			continue
 		}
-		name := upstreamName(s.Host, i)
-		put(&b, "\nupstream ", name, " {\n")
-		writeUpstreamServers(&b, name, l, resolver)
+		b.WriteString("\nupstream ")
+		writeUpstreamName(&b, s.Host, i)
+		b.WriteString(" {\n")
+		writeUpstreamServers(&b, s.Host, i, l, resolver)
 		b.WriteString("    keepalive 16;\n}\n")
 	}
 	// A site with no backend at all (its containers are stopped) answers
@@ -147,11 +148,7 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 			b.WriteString("    http2 on;\n")
 		}
 		put(&b, "    ssl_certificate ", s.TLS.CertFile, ";\n    ssl_certificate_key ", s.TLS.KeyFile, ";\n")
-		for _, d := range tlsDefaults {
-			b.WriteString("    ")
-			b.WriteString(d)
-			b.WriteByte('\n')
-		}
+		b.WriteString(tlsBlock)
 		if s.HSTS != "" {
 			// Only here: HSTS over plain HTTP is meaningless and refused by browsers.
 			put(&b, "    add_header Strict-Transport-Security \"", s.HSTS, "\" always;\n")
@@ -238,11 +235,30 @@ var proxyDirectives = []string{
 	`proxy_set_header Proxy "";`,
 }
 
-// upstreamName is unique per host and location: the index after the last
-// "-" has no "-" of its own, so host and index can be read back and two
-// sites never share a name. Hosts are DNS names, so the name is a safe
-// nginx token; nginx sets no length limit on it (a 253-character host
-// gives a 261-character name, tested against real nginx).
-func upstreamName(host string, i int) string {
-	return "berth-" + fileSafe(host) + "-" + strconv.Itoa(i)
+// proxyBlock, grpcBlock and tlsBlock are those lists of directives as a
+// location or server block holds them: joined once, not written line by
+// line for every location of every site.
+var (
+	proxyBlock = indented("        ", proxyDirectives)
+	grpcBlock  = indented("        ", grpcDirectives)
+	tlsBlock   = indented("    ", tlsDefaults)
+)
+
+// indented is lines, each after indent and ending in a newline.
+func indented(indent string, lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		put(&b, indent, l, "\n")
+	}
+	return b.String()
+}
+
+// writeUpstreamName writes the name of the upstream of host's location i,
+// "berth-<host>-<i>". It is unique per host and location: the index after
+// the last "-" has no "-" of its own, so host and index can be read back
+// and two sites never share a name. Hosts are DNS names, so the name is a
+// safe nginx token; nginx sets no length limit on it (a 253-character
+// host gives a 261-character name, tested against real nginx).
+func writeUpstreamName(b *strings.Builder, host string, i int) {
+	put(b, "berth-", fileSafe(host), "-", strconv.Itoa(i))
 }

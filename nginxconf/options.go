@@ -156,26 +156,26 @@ func writePass(b *strings.Builder, host string, i int, l Location) {
 	if l.StripPath && l.Path != "/" {
 		uri = "/"
 	}
-	prefix, directives := "proxy", proxyDirectives
+	prefix, directives := "proxy", proxyBlock
 	switch l.Scheme {
 	case SchemeGRPC, SchemeGRPCS:
-		prefix, directives = "grpc", grpcDirectives
-		put(b, "        grpc_pass ", l.Scheme, "://", upstreamName(host, i), ";\n")
+		prefix, directives = "grpc", grpcBlock
+		put(b, "        grpc_pass ", l.Scheme, "://")
+		writeUpstreamName(b, host, i)
+		b.WriteString(";\n")
 	default:
 		scheme := SchemeHTTP
 		if l.Scheme == SchemeHTTPS {
 			scheme = SchemeHTTPS
 		}
-		put(b, "        proxy_pass ", scheme, "://", upstreamName(host, i), uri, ";\n")
+		put(b, "        proxy_pass ", scheme, "://")
+		writeUpstreamName(b, host, i)
+		put(b, uri, ";\n")
 		if scheme == SchemeHTTPS {
 			b.WriteString("        proxy_ssl_server_name on;\n")
 		}
 	}
-	for _, d := range directives {
-		b.WriteString("        ")
-		b.WriteString(d)
-		b.WriteByte('\n')
-	}
+	b.WriteString(directives)
 	for _, t := range []struct{ name, v string }{{"connect", l.ConnectTimeout}, {"send", l.SendTimeout}, {"read", l.ReadTimeout}} {
 		if t.v != "" {
 			put(b, "        ", prefix, "_", t.name, "_timeout ", t.v, ";\n")

@@ -80,18 +80,21 @@ func resolvableBackend(b string) bool {
 	return err == nil && n > 0 && n < 65536 && strconv.Itoa(n) == port
 }
 
-// writeUpstreamServers emits the servers of one upstream block: the
-// addresses as they are, or for a Resolve location the zone, the resolver
-// and the one resolved name. IPv6 answers are not used (ipv6=off): berth
-// reaches containers over IPv4 where they have it, as with addresses.
-func writeUpstreamServers(b *strings.Builder, name string, l Location, resolver string) {
+// writeUpstreamServers emits the servers of the upstream of host's
+// location i: the addresses as they are, or for a Resolve location the
+// zone, the resolver and the one resolved name. IPv6 answers are not used
+// (ipv6=off): berth reaches containers over IPv4 where they have it, as
+// with addresses.
+func writeUpstreamServers(b *strings.Builder, host string, i int, l Location, resolver string) {
 	if !l.Resolve {
 		for _, addr := range l.Backends {
 			put(b, "    server ", addr, ";\n")
 		}
 		return
 	}
-	put(b, "    zone ", name, " "+resolveZoneSize+";\n")
+	b.WriteString("    zone ")
+	writeUpstreamName(b, host, i)
+	b.WriteString(" " + resolveZoneSize + ";\n")
 	put(b, "    resolver ", resolver, " valid="+resolveValid+" ipv6=off;\n")
 	put(b, "    server ", l.Backends[0], " resolve fail_timeout="+resolveFailTimeout+";\n")
 }
