@@ -99,6 +99,9 @@ func listenOr(v, def string) string {
 // is not already sorted and free of repeats (the controller's always is);
 // otherwise it is shared, which is safe because rendering only reads it.
 func sortedSites(sites []Site) []Site {
+	if inOrder(sites) {
+		return sites // as the controller passes them: nothing to copy
+	}
 	out := make([]Site, len(sites))
 	n := 0
 	for _, s := range sites {
@@ -120,14 +123,37 @@ func sortedSites(sites []Site) []Site {
 	return out
 }
 
+// inOrder reports whether sites are already what sortedSites would return:
+// hosts, and each site's paths, strictly increasing (so no sort could
+// reorder them, not even equal ones), and backends sorted without repeats.
+// Such sites are rendered as they are, since rendering only reads them.
+func inOrder(sites []Site) bool {
+	for i, s := range sites {
+		if i > 0 && sites[i-1].Host >= s.Host {
+			return false
+		}
+		for j, l := range s.Locations {
+			if j > 0 && s.Locations[j-1].Path >= l.Path || !strictlyIncreasing(l.Backends) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func strictlyIncreasing(values []string) bool {
+	for i := 1; i < len(values); i++ {
+		if values[i-1] >= values[i] {
+			return false
+		}
+	}
+	return true
+}
+
 // sortedUnique is backends sorted and without repeats: backends itself when
 // it already is, else a sorted copy.
 func sortedUnique(backends []string) []string {
-	ordered := true
-	for i := 1; i < len(backends) && ordered; i++ {
-		ordered = backends[i-1] < backends[i]
-	}
-	if ordered {
+	if strictlyIncreasing(backends) {
 		return backends
 	}
 	backends = slices.Clone(backends)
