@@ -103,7 +103,9 @@ type Inputs struct {
 // its certificate, until the container is removed: a stop for maintenance
 // must not turn into another site's content or a TLS error.
 func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
-	var wants []Want
+	// Most containers have one route: sized for that, appending never
+	// copies the (large) wants again.
+	wants := make([]Want, 0, len(cs))
 	var problems []Problem
 	for _, c := range cs {
 		if c.ID == in.Nginx.ID {
@@ -115,9 +117,9 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 				problems = append(problems, *warning)
 			}
 		}
-		ws, ps := project(c, in.Nginx, in.Defaults)
+		var ps []Problem
+		wants, ps = project(wants, c, in.Nginx, in.Defaults)
 		problems = append(problems, ps...)
-		wants = append(wants, ws...)
 	}
 	fws, fps := fileWants(in.FileRoutes, in.Defaults)
 	wants, problems = append(wants, fws...), append(problems, fps...)
@@ -136,20 +138,22 @@ func Desired(cs []Container, in Inputs) (nginxconf.Config, []Want, []Problem) {
 // StateCreated is Docker's state of a container that was never started.
 const StateCreated = "created"
 
-// project validates one container and resolves its backend address: one
-// Want per route, or none when any label is bad (one Problem per label).
+// project validates one container and resolves its backend address: it
+// appends one Want per route to wants, or none when any label is bad (one
+// Problem per label). It appends to the caller's slice rather than
+// returning one of its own so that each (large) Want is copied once.
 //
 // A container that was created and never started ("docker run" between its
 // create and its start, "docker create") is not routed and keeps no host:
 // it has never served, and the pass that caught it would reload nginx for a
 // 503 site only to reload again a moment later when it starts.
-func project(c Container, nginx Container, d Defaults) ([]Want, []Problem) {
+func project(wants []Want, c Container, nginx Container, d Defaults) ([]Want, []Problem) {
 	if c.State == StateCreated {
-		return nil, nil
+		return wants, nil
 	}
 	routes, opted, errs, warns := ParseRoutes(c.Labels, d)
 	if !opted && len(errs) == 0 {
-		return nil, nil
+		return wants, nil
 	}
 	var ps []Problem
 	for _, w := range warns {
@@ -159,13 +163,13 @@ func project(c Container, nginx Container, d Defaults) ([]Want, []Problem) {
 		ps = append(ps, Problem{Container: c.Name, Label: e.Label, Value: e.Value, Reason: e.Reason + "; container not routed"})
 	}
 	if len(errs) > 0 {
-		return nil, ps
+		return wants, ps
 	}
-	var wants []Want
+	before := len(wants)
 	for _, r := range routes {
 		w, err := resolve(c, r, nginx)
 		if err != nil {
-			return nil, append(ps, err.problem(c.Name))
+			return wants[:before], append(ps, err.problem(c.Name))
 		}
 		wants = append(wants, w)
 	}
@@ -184,7 +188,6 @@ func (e *routeError) problem(container string) Problem {
 
 // resolve finds one route's backend address.
 func resolve(c Container, r Route, nginx Container) (Want, *routeError) {
-	netLabel := labelName(r.Name, "network")
 	if !c.Running {
 		// No address to route to, but the scope rule still holds: only a
 		// container nginx could reach when running keeps a host here.
@@ -201,7 +204,7 @@ func resolve(c Container, r Route, nginx Container) (Want, *routeError) {
 	if err != nil {
 		e := &routeError{err: err}
 		if r.Network != "" {
-			e.label, e.value = netLabel, r.Network
+			e.label, e.value = labelName(r.Name, "network"), r.Network
 		}
 		return Want{}, e
 	}

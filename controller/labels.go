@@ -256,7 +256,7 @@ func or(v, def string) string {
 // parseHosts splits a comma-separated list and normalises each name; first
 // is the first name as written.
 func parseHosts(v string) (hosts []string, first string, err error) {
-	for _, part := range strings.Split(v, ",") {
+	for part := range strings.SplitSeq(v, ",") {
 		part = strings.TrimSpace(part)
 		if part == "" {
 			continue
@@ -292,8 +292,6 @@ func normalizeServerName(h string) (string, error) {
 
 func isWildcard(h string) bool { return strings.Contains(h, "*") }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
 // idnaProfile maps and validates internationalised names per UTS #46 for
 // lookup (as browsers do) and yields the punycode form nginx matches on.
 var idnaProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.StrictDomainName(true), idna.Transitional(false))
@@ -316,8 +314,8 @@ func NormalizeHost(h string) (string, error) {
 	if len(ascii) > 253 {
 		return "", fmt.Errorf("%q: longer than 253 characters", h)
 	}
-	for _, l := range strings.Split(ascii, ".") {
-		if !dnsLabel.MatchString(l) {
+	for l := range strings.SplitSeq(ascii, ".") {
+		if !dnsLabel(l) {
 			return "", fmt.Errorf("%q: label %q must be 1-63 letters, digits or inner hyphens", h, l)
 		}
 	}

@@ -1,7 +1,7 @@
 package nginxconf
 
 import (
-	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -39,7 +39,7 @@ func renderDefault(d defaults) []byte {
 	// No nginx version in error pages or the Server header.
 	b.WriteString("\nserver_tokens off;\n")
 	if bucket, maxSize, needed := hashSizes(d.hosts); needed {
-		fmt.Fprintf(&b, "\nserver_names_hash_bucket_size %d;\nserver_names_hash_max_size %d;\n", bucket, maxSize)
+		put(&b, "\nserver_names_hash_bucket_size ", strconv.Itoa(bucket), ";\nserver_names_hash_max_size ", strconv.Itoa(maxSize), ";\n")
 	}
 	writeRealIP(&b, d.trustedProxies)
 	b.WriteString("\nserver {\n")
@@ -58,24 +58,54 @@ func renderDefault(d defaults) []byte {
 	return []byte(b.String())
 }
 
+// put writes parts one after the other: the renderer's Fprintf, without
+// fmt's reflection and interface conversions in a loop over every site.
+func put(b *strings.Builder, parts ...string) {
+	for _, p := range parts {
+		b.WriteString(p)
+	}
+}
+
 // writeListen emits a listen, and its [::] twin when nginx has IPv6.
 func writeListen(b *strings.Builder, listen, opts string, ipv6 bool) {
-	fmt.Fprintf(b, "    listen %s%s;\n", listen, opts)
+	put(b, "    listen ", listen, opts, ";\n")
 	if v6 := ipv6Listen(listen, ipv6); v6 != "" {
-		fmt.Fprintf(b, "    listen %s%s;\n", v6, opts)
+		put(b, "    listen ", v6, opts, ";\n")
 	}
+}
+
+// siteSizeHint is a little more than the size of s's file, so its builder
+// allocates once instead of doubling its way there: about 400 bytes for the
+// header and a server block, 700 for a proxied location and its upstream
+// (twice for a path other than "/", which has an exact-match twin), the
+// host about four times, and for TLS a second server with its settings.
+// A wrong hint costs only speed.
+func siteSizeHint(s Site) int {
+	n := 384 + 4*len(s.Host)
+	for _, l := range s.Locations {
+		n += 768 + 32*len(l.Backends)
+		if l.Path != "/" {
+			n += 768
+		}
+	}
+	if s.TLS != nil {
+		n = 2*n + 512
+	}
+	return n
 }
 
 func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 bool, resolver string) []byte {
 	var b strings.Builder
+	b.Grow(siteSizeHint(s))
 	b.WriteString(header)
 	for i, l := range s.Locations {
 		if len(l.Backends) == 0 {
 			continue
 		}
-		name := upstreamName(s.Host, i)
-		fmt.Fprintf(&b, "\nupstream %s {\n", name)
-		writeUpstreamServers(&b, name, l, resolver)
+		b.WriteString("\nupstream ")
+		writeUpstreamName(&b, s.Host, i)
+		b.WriteString(" {\n")
+		writeUpstreamServers(&b, s.Host, i, l, resolver)
 		b.WriteString("    keepalive 16;\n}\n")
 	}
 	// A site with no backend at all (its containers are stopped) answers
@@ -85,7 +115,7 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 	redirect := s.TLS != nil && (s.HTTPS == "" || s.HTTPS == HTTPSRedirect) && hasBackend(s)
 	b.WriteString("\nserver {\n")
 	writeListen(&b, httpListen, "", ipv6)
-	fmt.Fprintf(&b, "    server_name %s;\n", s.Host)
+	put(&b, "    server_name ", s.Host, ";\n")
 	writeChallenge(&b, webroot)
 	writeSnippet(&b, "    ", s.ServerSnippet)
 	writeErrorPages(&b)
@@ -95,7 +125,7 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 		if s.TLS != nil && s.HTTPS != HTTPSOff {
 			scheme = "https"
 		}
-		fmt.Fprintf(&b, "    location / {\n        return 301 %s://%s$request_uri;\n    }\n", scheme, s.RedirectTo)
+		put(&b, "    location / {\n        return 301 ", scheme, "://", s.RedirectTo, "$request_uri;\n    }\n")
 	case s.HTTPS == HTTPSOnly:
 		// Port 80 serves the challenge path alone: nothing of the site
 		// goes over plain HTTP, not even a redirect.
@@ -113,24 +143,20 @@ func renderSite(s Site, webroot, httpListen, httpsListen, http2 string, ipv6 boo
 		}
 		b.WriteString("\nserver {\n")
 		writeListen(&b, httpsListen, " "+listenOpts, ipv6)
-		fmt.Fprintf(&b, "    server_name %s;\n", s.Host)
+		put(&b, "    server_name ", s.Host, ";\n")
 		if http2 == HTTP2Directive {
 			b.WriteString("    http2 on;\n")
 		}
-		fmt.Fprintf(&b, "    ssl_certificate %s;\n    ssl_certificate_key %s;\n", s.TLS.CertFile, s.TLS.KeyFile)
-		for _, d := range tlsDefaults {
-			b.WriteString("    ")
-			b.WriteString(d)
-			b.WriteByte('\n')
-		}
+		put(&b, "    ssl_certificate ", s.TLS.CertFile, ";\n    ssl_certificate_key ", s.TLS.KeyFile, ";\n")
+		b.WriteString(tlsBlock)
 		if s.HSTS != "" {
 			// Only here: HSTS over plain HTTP is meaningless and refused by browsers.
-			fmt.Fprintf(&b, "    add_header Strict-Transport-Security \"%s\" always;\n", s.HSTS)
+			put(&b, "    add_header Strict-Transport-Security \"", s.HSTS, "\" always;\n")
 		}
 		writeSnippet(&b, "    ", s.ServerSnippet)
 		writeErrorPages(&b)
 		if s.RedirectTo != "" {
-			fmt.Fprintf(&b, "    location / {\n        return 301 https://%s$request_uri;\n    }\n", s.RedirectTo)
+			put(&b, "    location / {\n        return 301 https://", s.RedirectTo, "$request_uri;\n    }\n")
 		} else {
 			writeLocations(&b, s)
 		}
@@ -151,9 +177,8 @@ func hasBackend(s Site) bool {
 // writeChallenge serves HTTP-01 tokens from the webroot. "^~" makes it win
 // over any regex location, so no site can shadow it.
 func writeChallenge(b *strings.Builder, webroot string) {
-	b.WriteString("    location ^~ /.well-known/acme-challenge/ {\n")
-	fmt.Fprintf(b, "        root %s;\n", webroot)
-	b.WriteString("        default_type text/plain;\n        try_files $uri =404;\n    }\n")
+	put(b, "    location ^~ /.well-known/acme-challenge/ {\n        root ", webroot,
+		";\n        default_type text/plain;\n        try_files $uri =404;\n    }\n")
 }
 
 // writeLocations emits the proxy locations. A prefix "/api" matches "/api"
@@ -170,7 +195,7 @@ func writeLocations(b *strings.Builder, s Site) {
 }
 
 func writeLocation(b *strings.Builder, match, host string, i int, l Location) {
-	fmt.Fprintf(b, "    location %s {\n", match)
+	put(b, "    location ", match, " {\n")
 	if len(l.Backends) == 0 {
 		// No reachable backend: answer 503 ourselves. An empty upstream
 		// block would make nginx reject the whole configuration.
@@ -210,9 +235,30 @@ var proxyDirectives = []string{
 	`proxy_set_header Proxy "";`,
 }
 
-// upstreamName is unique per host and location: the index after the last
-// "-" has no "-" of its own, so host and index can be read back and two
-// sites never share a name. Hosts are DNS names, so the name is a safe
-// nginx token; nginx sets no length limit on it (a 253-character host
-// gives a 261-character name, tested against real nginx).
-func upstreamName(host string, i int) string { return fmt.Sprintf("berth-%s-%d", fileSafe(host), i) }
+// proxyBlock, grpcBlock and tlsBlock are those lists of directives as a
+// location or server block holds them: joined once, not written line by
+// line for every location of every site.
+var (
+	proxyBlock = indented("        ", proxyDirectives)
+	grpcBlock  = indented("        ", grpcDirectives)
+	tlsBlock   = indented("    ", tlsDefaults)
+)
+
+// indented is lines, each after indent and ending in a newline.
+func indented(indent string, lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		put(&b, indent, l, "\n")
+	}
+	return b.String()
+}
+
+// writeUpstreamName writes the name of the upstream of host's location i,
+// "berth-<host>-<i>". It is unique per host and location: the index after
+// the last "-" has no "-" of its own, so host and index can be read back
+// and two sites never share a name. Hosts are DNS names, so the name is a
+// safe nginx token; nginx sets no length limit on it (a 253-character
+// host gives a 261-character name, tested against real nginx).
+func writeUpstreamName(b *strings.Builder, host string, i int) {
+	put(b, "berth-", fileSafe(host), "-", strconv.Itoa(i))
+}

@@ -59,5 +59,5 @@ func errorPage(code int, title, text string) string {
 // writeErrorPages includes the error pages in a server block. Relative to
 // nginx's config prefix (/etc/nginx), where conf.d is, as for htpasswd files.
 func writeErrorPages(b *strings.Builder) {
-	fmt.Fprintf(b, "    include conf.d/%s;\n", ErrorPagesFile)
+	b.WriteString("    include conf.d/" + ErrorPagesFile + ";\n")
 }

@@ -13,20 +13,14 @@ import (
 // upstream; these checks are the renderer's guard against a validation bug
 // turning into injected configuration.
 
-var (
-	// wildHost is a wildcard server name: "*.example.com" or "example.*".
-	wildHost  = regexp.MustCompile(`^(\*\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?|[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.\*)$`)
-	sizeValue = regexp.MustCompile(`^[0-9]{1,10}[kmg]?$`)
-	timeValue = regexp.MustCompile(`^[0-9]{1,10}(ms|s|m|h)?$`)
-	hstsValue = regexp.MustCompile(`^max-age=[0-9]{1,10}(; includeSubDomains)?(; preload)?$`)
-	// htpasswdLine: a user and a hash of a kind nginx verifies; no space,
-	// quote or newline, so the line is one line of the file.
-	htpasswdLine = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}:(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$apr1\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}|\{SHA\}[A-Za-z0-9+/]{27}=)$`)
-)
+// htpasswdLine: a user and a hash of a kind nginx verifies; no space,
+// quote or newline, so the line is one line of the file. (The other checks
+// are loops, in tokens.go; this one runs only for sites with logins.)
+var htpasswdLine = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}:(\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}|\$apr1\$[./A-Za-z0-9]{1,8}\$[./A-Za-z0-9]{22}|\{SHA\}[A-Za-z0-9+/]{27}=)$`)
 
 // validHost accepts a DNS name or a wildcard server name.
 func validHost(h string) bool {
-	return len(h) <= 253 && (hostToken.MatchString(h) || wildHost.MatchString(h))
+	return len(h) <= 253 && (hostToken(h) || wildHost(h))
 }
 
 // fileSafe is host as it appears in file and upstream names: "*" (only in
@@ -36,10 +30,10 @@ func fileSafe(host string) string { return strings.ReplaceAll(host, "*", "_") }
 // checkOptions checks the per-site and per-location options of s.
 func checkOptions(s Site) error {
 	bad := func(format string, args ...any) error { return &SiteError{s.Host, fmt.Sprintf(format, args...)} }
-	if s.HSTS != "" && !hstsValue.MatchString(s.HSTS) {
+	if s.HSTS != "" && !hstsValue(s.HSTS) {
 		return bad("HSTS value %q is not max-age=N[; includeSubDomains][; preload]", s.HSTS)
 	}
-	if s.RedirectTo != "" && (!hostToken.MatchString(s.RedirectTo) || len(s.Locations) > 0) {
+	if s.RedirectTo != "" && (!hostToken(s.RedirectTo) || len(s.Locations) > 0) {
 		return bad("redirect target %q is not a DNS name, or the site also has locations", s.RedirectTo)
 	}
 	if err := checkSnippet(s.ServerSnippet); err != nil {
@@ -51,11 +45,11 @@ func checkOptions(s Site) error {
 		default:
 			return bad("unknown scheme %q", l.Scheme)
 		}
-		if l.MaxBodySize != "" && !sizeValue.MatchString(l.MaxBodySize) {
+		if l.MaxBodySize != "" && !sizeValue(l.MaxBodySize) {
 			return bad("body size %q is not an nginx size", l.MaxBodySize)
 		}
 		for _, t := range []string{l.ConnectTimeout, l.ReadTimeout, l.SendTimeout} {
-			if t != "" && !timeValue.MatchString(t) {
+			if t != "" && !timeValue(t) {
 				return bad("timeout %q is not an nginx duration", t)
 			}
 		}
@@ -127,9 +121,9 @@ func writeSnippet(b *strings.Builder, indent, snippet string) {
 	if snippet == "" {
 		return
 	}
-	b.WriteString(indent + "# snippet (BERTH_SNIPPETS=on)\n")
-	for _, line := range strings.Split(snippet, "\n") {
-		b.WriteString(indent + strings.TrimSpace(line) + "\n")
+	put(b, indent, "# snippet (BERTH_SNIPPETS=on)\n")
+	for line := range strings.SplitSeq(snippet, "\n") {
+		put(b, indent, strings.TrimSpace(line), "\n")
 	}
 }
 
@@ -141,16 +135,16 @@ func writeLocationOptions(b *strings.Builder, host string, i int, l Location) {
 	if size == "" {
 		size = "0"
 	}
-	fmt.Fprintf(b, "        client_max_body_size %s;\n", size)
+	put(b, "        client_max_body_size ", size, ";\n")
 	for _, a := range l.Allow {
-		fmt.Fprintf(b, "        allow %s;\n", a)
+		put(b, "        allow ", a, ";\n")
 	}
 	if len(l.Allow) > 0 {
 		b.WriteString("        deny all;\n")
 	}
 	if len(l.BasicAuth) > 0 {
 		// Relative to nginx's config prefix (/etc/nginx), where conf.d is.
-		fmt.Fprintf(b, "        auth_basic \"restricted\";\n        auth_basic_user_file conf.d/%s;\n", htpasswdFile(host, i))
+		put(b, "        auth_basic \"restricted\";\n        auth_basic_user_file conf.d/", htpasswdFile(host, i), ";\n")
 	}
 }
 
@@ -162,29 +156,29 @@ func writePass(b *strings.Builder, host string, i int, l Location) {
 	if l.StripPath && l.Path != "/" {
 		uri = "/"
 	}
-	prefix, directives := "proxy", proxyDirectives
+	prefix, directives := "proxy", proxyBlock
 	switch l.Scheme {
 	case SchemeGRPC, SchemeGRPCS:
-		prefix, directives = "grpc", grpcDirectives
-		fmt.Fprintf(b, "        grpc_pass %s://%s;\n", l.Scheme, upstreamName(host, i))
+		prefix, directives = "grpc", grpcBlock
+		put(b, "        grpc_pass ", l.Scheme, "://")
+		writeUpstreamName(b, host, i)
+		b.WriteString(";\n")
 	default:
 		scheme := SchemeHTTP
 		if l.Scheme == SchemeHTTPS {
 			scheme = SchemeHTTPS
 		}
-		fmt.Fprintf(b, "        proxy_pass %s://%s%s;\n", scheme, upstreamName(host, i), uri)
+		put(b, "        proxy_pass ", scheme, "://")
+		writeUpstreamName(b, host, i)
+		put(b, uri, ";\n")
 		if scheme == SchemeHTTPS {
 			b.WriteString("        proxy_ssl_server_name on;\n")
 		}
 	}
-	for _, d := range directives {
-		b.WriteString("        ")
-		b.WriteString(d)
-		b.WriteByte('\n')
-	}
+	b.WriteString(directives)
 	for _, t := range []struct{ name, v string }{{"connect", l.ConnectTimeout}, {"send", l.SendTimeout}, {"read", l.ReadTimeout}} {
 		if t.v != "" {
-			fmt.Fprintf(b, "        %s_%s_timeout %s;\n", prefix, t.name, t.v)
+			put(b, "        ", prefix, "_", t.name, "_timeout ", t.v, ";\n")
 		}
 	}
 }

@@ -59,7 +59,7 @@ func writeRealIP(b *strings.Builder, proxies []string) {
 	}
 	b.WriteString("\n")
 	for _, p := range proxies {
-		fmt.Fprintf(b, "set_real_ip_from %s;\n", p)
+		put(b, "set_real_ip_from ", p, ";\n")
 	}
 	b.WriteString("real_ip_header X-Forwarded-For;\nreal_ip_recursive on;\n")
 }

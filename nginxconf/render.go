@@ -3,7 +3,6 @@ package nginxconf
 import (
 	"cmp"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -26,14 +25,6 @@ const (
 // Files maps a file name inside the conf dir to its content.
 type Files map[string][]byte
 
-// safeToken is the only shape of value that may reach the output. It has no
-// whitespace, quotes, braces, semicolons, '$' or '#', so a value can never end
-// a directive, open a block or expand a variable.
-var safeToken = regexp.MustCompile(`^[A-Za-z0-9._~/:@%+=,\[\]-]+$`)
-
-// hostToken is stricter: a lower-case DNS name (already punycode).
-var hostToken = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
-
 // SiteError says why one site was left out of the rendered output.
 type SiteError struct {
 	Host   string
@@ -48,14 +39,14 @@ func (e *SiteError) Error() string { return fmt.Sprintf("site %q: %s", e.Host, e
 // so one bad input never takes the rest down.
 func Render(cfg Config) (Files, []error) {
 	var errs []error
-	files := Files{}
+	files := make(Files, len(cfg.Sites)+2) // a file per site, plus the shared two
 	webroot := cfg.Webroot
-	if !safeToken.MatchString(webroot) || !strings.HasPrefix(webroot, "/") {
+	if !safeToken(webroot) || !strings.HasPrefix(webroot, "/") {
 		// Without a safe webroot no server block can be written.
 		return files, []error{fmt.Errorf("webroot %q: not an absolute path of safe characters", webroot)}
 	}
 	httpListen, httpsListen := listenOr(cfg.HTTPListen, "80"), listenOr(cfg.HTTPSListen, "443")
-	if !safeToken.MatchString(httpListen) || !safeToken.MatchString(httpsListen) {
+	if !safeToken(httpListen) || !safeToken(httpsListen) {
 		return files, []error{fmt.Errorf("listen %q/%q: unsafe characters", httpListen, httpsListen)}
 	}
 	switch cfg.HTTP2 {
@@ -69,7 +60,7 @@ func Render(cfg Config) (Files, []error) {
 		// balancer's address; rendering nothing keeps the running config.
 		return files, []error{err}
 	}
-	var hosts []string
+	hosts := make([]string, 0, len(cfg.Sites))
 	for _, s := range sortedSites(cfg.Sites) {
 		if err := cmp.Or(checkSite(s), checkResolve(s, cfg.Resolver)); err != nil {
 			errs = append(errs, err)
@@ -102,16 +93,27 @@ func listenOr(v, def string) string {
 
 // sortedSites returns a copy of sites sorted by host, each with its
 // locations sorted by path and backends sorted, so output is independent of
-// the order Docker listed containers in.
+// the order Docker listed containers in. The caller's slices are never
+// changed: the locations of all sites are copied into one array (one
+// allocation, not one per site), and a backend list is copied only when it
+// is not already sorted and free of repeats (the controller's always is);
+// otherwise it is shared, which is safe because rendering only reads it.
 func sortedSites(sites []Site) []Site {
+	if inOrder(sites) {
+		return sites // as the controller passes them: nothing to copy
+	}
 	out := make([]Site, len(sites))
+	n := 0
+	for _, s := range sites {
+		n += len(s.Locations)
+	}
+	all := make([]Location, 0, n)
 	for i, s := range sites {
-		locs := make([]Location, len(s.Locations))
-		for j, l := range s.Locations {
-			l.Backends = slices.Clone(l.Backends)
-			slices.Sort(l.Backends)
-			l.Backends = slices.Compact(l.Backends)
-			locs[j] = l
+		start := len(all)
+		all = append(all, s.Locations...)
+		locs := all[start:len(all):len(all)]
+		for j := range locs {
+			locs[j].Backends = sortedUnique(locs[j].Backends)
 		}
 		slices.SortFunc(locs, func(a, b Location) int { return strings.Compare(a.Path, b.Path) })
 		s.Locations = locs
@@ -119,6 +121,44 @@ func sortedSites(sites []Site) []Site {
 	}
 	slices.SortFunc(out, func(a, b Site) int { return strings.Compare(a.Host, b.Host) })
 	return out
+}
+
+// inOrder reports whether sites are already what sortedSites would return:
+// hosts, and each site's paths, strictly increasing (so no sort could
+// reorder them, not even equal ones), and backends sorted without repeats.
+// Such sites are rendered as they are, since rendering only reads them.
+func inOrder(sites []Site) bool {
+	for i, s := range sites {
+		if i > 0 && sites[i-1].Host >= s.Host {
+			return false
+		}
+		for j, l := range s.Locations {
+			if j > 0 && s.Locations[j-1].Path >= l.Path || !strictlyIncreasing(l.Backends) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func strictlyIncreasing(values []string) bool {
+	for i := 1; i < len(values); i++ {
+		if values[i-1] >= values[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sortedUnique is backends sorted and without repeats: backends itself when
+// it already is, else a sorted copy.
+func sortedUnique(backends []string) []string {
+	if strictlyIncreasing(backends) {
+		return backends
+	}
+	backends = slices.Clone(backends)
+	slices.Sort(backends)
+	return slices.Compact(backends)
 }
 
 func checkSite(s Site) error {
@@ -147,7 +187,7 @@ func checkSite(s Site) error {
 			return &SiteError{s.Host, fmt.Sprintf("path %q appears twice", l.Path)}
 		}
 		for _, b := range l.Backends {
-			if !safeToken.MatchString(b) || strings.HasPrefix(b, "/") {
+			if !safeToken(b) || strings.HasPrefix(b, "/") {
 				return &SiteError{s.Host, fmt.Sprintf("backend %q is not host:port", b)}
 			}
 		}
@@ -155,4 +195,4 @@ func checkSite(s Site) error {
 	return nil
 }
 
-func safePath(p string) bool { return strings.HasPrefix(p, "/") && safeToken.MatchString(p) }
+func safePath(p string) bool { return strings.HasPrefix(p, "/") && safeToken(p) }

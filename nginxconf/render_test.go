@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -216,5 +217,46 @@ func TestUnreachableLocationAnswers503WithoutAnUpstream(t *testing.T) {
 	f := string(files["berth-d.test.conf"])
 	if strings.Contains(f, "upstream") || !strings.Contains(f, "return 503;") {
 		t.Fatalf("want a 503 location and no upstream block:\n%s", f)
+	}
+}
+
+// Sites already in order are rendered without a copy, others from a
+// sorted copy: both give the same bytes and errors (repeated hosts and
+// paths included), and the caller's sites are never changed.
+func TestRenderGivesTheSameWhetherOrNotSitesComeSorted(t *testing.T) {
+	site := func(host string, paths ...string) Site {
+		s := Site{Host: host}
+		for _, p := range paths {
+			s.Locations = append(s.Locations, Location{Path: p, Backends: []string{"10.0.0.9:80", "10.0.0.1:" + strconv.Itoa(len(p))}})
+		}
+		return s
+	}
+	cases := []struct {
+		name             string
+		sorted, shuffled []Site
+		errs             int
+	}{
+		{"distinct", []Site{site("a.test", "/", "/x"), site("b.test", "/")}, []Site{site("b.test", "/"), site("a.test", "/x", "/")}, 0},
+		{"repeated", []Site{site("a.test", "/"), site("b.test", "/"), site("b.test", "/y"), site("c.test", "/z", "/z")},
+			[]Site{site("c.test", "/z", "/z"), site("b.test", "/"), site("a.test", "/"), site("b.test", "/y")}, 2},
+	}
+	for _, tc := range cases {
+		for _, s := range tc.sorted {
+			for _, l := range s.Locations {
+				slices.Sort(l.Backends)
+			}
+		}
+		if got := sortedSites(tc.sorted); tc.errs == 0 && &got[0] != &tc.sorted[0] {
+			t.Errorf("%s: sites already in order were copied", tc.name)
+		}
+		keep := fmt.Sprint(tc.shuffled)
+		fs, es := Render(Config{Webroot: "/w", Sites: tc.sorted})
+		fu, eu := Render(Config{Webroot: "/w", Sites: tc.shuffled})
+		if !bytes.Equal(joinFiles(fs), joinFiles(fu)) || fmt.Sprint(es) != fmt.Sprint(eu) || len(es) != tc.errs {
+			t.Errorf("%s: sorted input: %v\nshuffled input: %v\n%s\n%s", tc.name, es, eu, joinFiles(fs), joinFiles(fu))
+		}
+		if fmt.Sprint(tc.shuffled) != keep {
+			t.Errorf("%s: Render changed its input: %v", tc.name, tc.shuffled)
+		}
 	}
 }

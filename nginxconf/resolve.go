@@ -70,7 +70,7 @@ func checkResolve(s Site, resolver string) error {
 // an address.
 func resolvableBackend(b string) bool {
 	name, port, ok := strings.Cut(b, ":")
-	if !ok || !hostToken.MatchString(name) {
+	if !ok || !hostToken(name) {
 		return false
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
@@ -80,18 +80,21 @@ func resolvableBackend(b string) bool {
 	return err == nil && n > 0 && n < 65536 && strconv.Itoa(n) == port
 }
 
-// writeUpstreamServers emits the servers of one upstream block: the
-// addresses as they are, or for a Resolve location the zone, the resolver
-// and the one resolved name. IPv6 answers are not used (ipv6=off): berth
-// reaches containers over IPv4 where they have it, as with addresses.
-func writeUpstreamServers(b *strings.Builder, name string, l Location, resolver string) {
+// writeUpstreamServers emits the servers of the upstream of host's
+// location i: the addresses as they are, or for a Resolve location the
+// zone, the resolver and the one resolved name. IPv6 answers are not used
+// (ipv6=off): berth reaches containers over IPv4 where they have it, as
+// with addresses.
+func writeUpstreamServers(b *strings.Builder, host string, i int, l Location, resolver string) {
 	if !l.Resolve {
 		for _, addr := range l.Backends {
-			fmt.Fprintf(b, "    server %s;\n", addr)
+			put(b, "    server ", addr, ";\n")
 		}
 		return
 	}
-	fmt.Fprintf(b, "    zone %s %s;\n", name, resolveZoneSize)
-	fmt.Fprintf(b, "    resolver %s valid=%s ipv6=off;\n", resolver, resolveValid)
-	fmt.Fprintf(b, "    server %s resolve fail_timeout=%s;\n", l.Backends[0], resolveFailTimeout)
+	b.WriteString("    zone ")
+	writeUpstreamName(b, host, i)
+	b.WriteString(" " + resolveZoneSize + ";\n")
+	put(b, "    resolver ", resolver, " valid="+resolveValid+" ipv6=off;\n")
+	put(b, "    server ", l.Backends[0], " resolve fail_timeout="+resolveFailTimeout+";\n")
 }
