@@ -303,6 +303,23 @@ type rootfsSpec struct {
 	configure func(dir string) error
 }
 
+// packageRootfs is the rootfsSpec of Debian's packages in suite, for the
+// image kind, cached as rootfs-<kind>-<suite>. configure (nil: nothing) runs
+// on the finished tree; extra are its inputs, so that a change rebuilds.
+func packageRootfs(kind, suite string, packages []string, marker string, configure func(dir string) error, extra ...string) rootfsSpec {
+	if configure == nil {
+		configure = func(string) error { return nil }
+	}
+	return rootfsSpec{
+		name:      "rootfs-" + kind + "-" + suite,
+		suite:     suite,
+		packages:  packages,
+		key:       hashOf(append([]string{imageVersion, kind, suite, strings.Join(packages, ",")}, extra...)...),
+		marker:    marker,
+		configure: configure,
+	}
+}
+
 // rootfs returns the root file system of spec, debootstrapping it once per
 // machine. Call it only under the build lock.
 func rootfs(logf logFunc, spec rootfsSpec) (string, error) {

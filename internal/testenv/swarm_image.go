@@ -38,17 +38,10 @@ func SwarmNodeImage(t testing.TB) string {
 }
 
 func swarmRootfs() rootfsSpec {
-	return rootfsSpec{
-		name:     "rootfs-docker-" + swarmSuite,
-		suite:    swarmSuite,
-		packages: swarmPackages,
-		// The image configuration is in the key too: rootfsImage tags by
-		// the key alone, and a changed CMD must make a new tag.
-		key: hashOf(imageVersion, "swarmnode", swarmSuite, strings.Join(swarmPackages, ","),
-			strings.Join(swarmLegacyIPTables, ","), swarmNodeImageConfig),
-		marker:    filepath.Join("usr", "sbin", "dockerd"),
-		configure: useLegacyIPTables,
-	}
+	// The image configuration is an input too: rootfsImage tags by the
+	// key alone, and a changed CMD must make a new tag.
+	return packageRootfs("swarmnode", swarmSuite, swarmPackages, filepath.Join("usr", "sbin", "dockerd"),
+		useLegacyIPTables, strings.Join(swarmLegacyIPTables, ","), swarmNodeImageConfig)
 }
 
 // useLegacyIPTables points iptables and ip6tables in the root file system
