@@ -95,8 +95,12 @@ func memoImage(t testing.TB, id string, build func(logf logFunc) (string, error)
 }
 
 // buildIfMissing takes the build lock, and builds ref with build unless the
-// engine already has it.
+// engine already has it. An image that exists already skips the lock, which
+// another test process may hold for minutes while it builds another image.
 func buildIfMissing(logf logFunc, ref string, build func() error) (string, error) {
+	if imageExists(ref) {
+		return ref, nil
+	}
 	err := withBuildLock(logf, func() error {
 		if imageExists(ref) {
 			return nil
@@ -154,9 +158,6 @@ func rootfsImage(t testing.TB, repo, tagPrefix string, spec rootfsSpec, config s
 	RequireDocker(t)
 	ref := repo + ":" + tagPrefix + spec.key
 	return memoImage(t, ref, func(logf logFunc) (string, error) {
-		if imageExists(ref) { // skip the build lock, which another image's debootstrap may hold for a minute
-			return ref, nil
-		}
 		return buildIfMissing(logf, ref, func() error {
 			dir, err := rootfs(logf, spec)
 			if err != nil {
