@@ -67,6 +67,12 @@ const swarmReadyTimeout = 90 * time.Second
 // 15 s of every test that kills one.
 const swarmHeartbeat = "1s"
 
+// swarmPollTimeout bounds one poll of a manager. A manager forwards most
+// calls to the leader, and right after the leader dies it waits 20 s for
+// the dead one; a poll that gives up sooner sees the new leader (about
+// 10 s: raft's election timeout) as soon as there is one.
+const swarmPollTimeout = "5s"
+
 // StartSwarm starts a Swarm of opts.Nodes engines and waits until every
 // node is Ready. It removes the nodes, their storage and their network in
 // t.Cleanup, logging each engine's last output first if the test failed.
@@ -217,7 +223,8 @@ type swarmNodeState struct {
 // nodeList runs `docker node ls` on node from (a manager) and returns its
 // rows by hostname.
 func (s *Swarm) nodeList(from int) (map[string]swarmNodeState, error) {
-	out, err := s.TryDocker(from, "node", "ls", "--format", "{{.Hostname}}\t{{.ID}}\t{{.Status}}\t{{.ManagerStatus}}")
+	out, err := TryDocker("exec", s.Nodes[from].Name, "timeout", swarmPollTimeout,
+		"docker", "node", "ls", "--format", "{{.Hostname}}\t{{.ID}}\t{{.Status}}\t{{.ManagerStatus}}")
 	if err != nil {
 		return nil, err
 	}
