@@ -103,8 +103,9 @@ func StartSwarm(t testing.TB, opts SwarmOptions) *Swarm {
 	}
 	engines := time.Since(start)
 	s.form(t)
-	t.Logf("a Swarm of %d nodes (%d managers) is ready after %v (engines %v)", opts.Nodes, opts.Managers,
-		time.Since(start).Round(100*time.Millisecond), engines.Round(100*time.Millisecond))
+	driver, _ := s.TryDocker(0, "info", "--format", "{{.Driver}}")
+	t.Logf("a Swarm of %d nodes (%d managers, storage driver %s) is ready after %v (engines %v)", opts.Nodes, opts.Managers,
+		driver, time.Since(start).Round(100*time.Millisecond), engines.Round(100*time.Millisecond))
 	return s
 }
 
@@ -123,8 +124,8 @@ func (s *Swarm) startNode(t testing.TB, img string, i int, manager bool, publish
 	args := append([]string{"run", "-d", "--name", n.Name, "--hostname", n.Name, "--network", s.Network}, LabelArgs()...)
 	args = append(args, swarmNodeArgs...)
 	// The inner engine's images and containers live on an anonymous volume
-	// (labelled, so that CleanupLeftovers finds a stray one): vfs copies
-	// every layer in full, which is slow on the outer fuse-overlayfs.
+	// (labelled, so that CleanupLeftovers finds a stray one), where it can
+	// use overlay2 (see swarmNodeImageConfig).
 	args = append(args, "--mount", "type=volume,dst=/var/lib/docker,"+volumeLabels())
 	for _, port := range publish {
 		args = append(args, "-p", fmt.Sprintf("127.0.0.1::%d/tcp", port))

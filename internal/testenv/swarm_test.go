@@ -52,6 +52,23 @@ func TestSwarmThreeNodes(t *testing.T) {
 	}
 	t.Logf("the global service answered on every node after %v", time.Since(serveStart).Round(100*time.Millisecond))
 
+	// nginx on one node reaches the tasks on every node through the
+	// overlay network, by the addresses Swarm's DNS gives.
+	nginx := NginxImage(t, "bookworm")
+	loadStart = time.Now()
+	s.Load(t, nginx)
+	t.Logf("loaded nginx into 3 nodes in %v", time.Since(loadStart).Round(100*time.Millisecond))
+	probe := `for ip in $(getent ahostsv4 tasks.backend | cut -d' ' -f1 | sort -u); do curl -sS --max-time 2 http://$ip/; done`
+	Eventually(t, 30*time.Second, func() error {
+		out, err := s.TryDocker(2, "run", "--rm", "--network", "berth-test", nginx, "sh", "-c", probe)
+		for _, n := range s.Nodes {
+			if !strings.Contains(out, "name="+n.Name+" ") {
+				return fmt.Errorf("tasks.backend from node 2 over the overlay: %q (%v), want an answer from %s", out, err, n.Name)
+			}
+		}
+		return nil
+	})
+
 	leader := -1
 	nodes, err := s.nodeList(1)
 	if err != nil {
