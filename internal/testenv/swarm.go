@@ -21,7 +21,8 @@ import (
 // This kernel has no IPVS: service virtual IPs and the ingress routing
 // mesh do not work. Services must run with --endpoint-mode dnsrr (or be
 // reached at their tasks' addresses) and publish with mode=host. Overlay
-// networks across the nodes work.
+// networks across the nodes work. There is no registry either: Load every
+// image a service uses into the nodes first.
 type Swarm struct {
 	Network string      // the outer engine's network of the nodes
 	Nodes   []SwarmNode // in the order they joined; node 0 created the swarm
@@ -277,7 +278,9 @@ func (s *Swarm) TryDocker(node int, args ...string) (string, error) {
 
 // Kill kills node's container, as a power cut would: its engine stops
 // without leaving the swarm, and the managers find out only when its
-// heartbeats stop.
+// heartbeats stop (Down a few seconds later, see swarmHeartbeat; 10-20 s
+// more when it was the leader, for the election). Its Addr then refuses
+// connections, and Load passes it by.
 func (s *Swarm) Kill(t testing.TB, node int) {
 	t.Helper()
 	Docker(t, "kill", s.Nodes[node].Name)
