@@ -14,7 +14,7 @@ func TestCertStatusReportsCertificatesFailingNamesAndOrderCounts(t *testing.T) {
 		e.ca.fail["bad.test"] = true
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"bad.test", "good.test"}}, nil)
+		m.Want(Requests([][]string{{"bad.test", "good.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
 		p := m.CertStatus(time.Now())
 		if len(p.Certificates) != 1 || strings.Join(p.Certificates[0].Names, ",") != "good.test" || p.Certificates[0].NextRenewal.IsZero() ||
@@ -43,7 +43,7 @@ func TestRateLimitedOrdersAreCountedApart(t *testing.T) {
 		e.ca.limit = time.Hour
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		time.Sleep(time.Minute)
 		p := m.CertStatus(time.Now())
 		if p.OrderCounts[status.OrderRateLimited] != 1 || p.OrderCounts[status.OrderFailed] != 0 {

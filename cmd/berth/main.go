@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -173,14 +174,28 @@ func newNginx(engine controller.Engine, s settings) *controller.Nginx {
 
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
+//
+// A DNS provider is configured here, once; one that cannot be (unknown
+// name, missing variables) is logged now and fails each DNS-01 order with
+// the same error, with backoff, while HTTP-01 orders go on.
 func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
+	cfg := withLog(s.accountConfig(), log)
+	if s.ACMEDNSProvider != "" {
+		if err := cfg.DNS.Err(); err != nil {
+			log.WithError(err).Error("DNS-01 orders will fail until the DNS provider is fixed; HTTP-01 orders go on")
+		} else {
+			log.WithFields(logrus.Fields{"provider": s.ACMEDNSProvider, "resolvers": strings.Join(s.ACMEDNSResolvers, ",")}).Info("DNS-01 through lego's DNS provider")
+		}
+	}
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
-		Issuer:   &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)},
+		Issuer:   &acme.LazyIssuer{Config: cfg},
 		Webroot:  s.Webroot,
 		StateDir: s.StateDir,
 		Probe:    probe,
 		Log:      log.WithField("component", "acme"),
+		Profile:  s.ACMEProfile,
+		DNS01:    s.ACMEDNSProvider != "",
 	})
 }
 
@@ -201,9 +216,15 @@ func (c certificates) Certs() map[string]controller.CertFiles {
 	return out
 }
 
-func (c certificates) Want(sets [][]string, served []string) { c.m.Want(sets, served) }
-func (c certificates) InUse(files []string)                  { c.m.InUse(files) }
-func (c certificates) Changed() <-chan struct{}              { return c.m.Changed() }
+func (c certificates) Want(reqs []controller.CertRequest, served []string) {
+	out := make([]acme.CertRequest, len(reqs))
+	for i, r := range reqs {
+		out[i] = acme.CertRequest{Names: r.Names, Challenge: r.Challenge, Profile: r.Profile}
+	}
+	c.m.Want(out, served)
+}
+func (c certificates) InUse(files []string)     { c.m.InUse(files) }
+func (c certificates) Changed() <-chan struct{} { return c.m.Changed() }
 
 // prepareDirs checks the conf dir exists (it is nginx's: berth must not
 // invent it) and creates the challenge directory in the webroot.
