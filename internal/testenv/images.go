@@ -122,9 +122,18 @@ func nginxPackages(suite string) []string {
 	return []string{pkg, "ca-certificates", "curl"}
 }
 
-// rootfsKey identifies the cached root file system of a suite.
-func rootfsKey(suite string) string {
-	return hashOf(imageVersion, "rootfs", suite, strings.Join(nginxPackages(suite), ","), nginxConfTemplate)
+// nginxRootfs is the root file system of NginxImage and GoImage: Debian's
+// nginx of suite, configured like the official image.
+func nginxRootfs(suite string) rootfsSpec {
+	pkgs := nginxPackages(suite)
+	return rootfsSpec{
+		name:      "rootfs-" + suite,
+		suite:     suite,
+		packages:  pkgs,
+		key:       hashOf(imageVersion, "rootfs", suite, strings.Join(pkgs, ","), nginxConfTemplate),
+		marker:    filepath.Join("etc", "nginx", "nginx.conf"),
+		configure: configureNginx,
+	}
 }
 
 // NginxImage returns a local image with nginx from the Debian suite
@@ -133,18 +142,30 @@ func rootfsKey(suite string) string {
 // /etc/nginx/conf.d. It builds the image with debootstrap if it is missing.
 func NginxImage(t testing.TB, suite string) string {
 	t.Helper()
+	return rootfsImage(t, "berth-test-nginx", suite+"-", nginxRootfs(suite), nginxImageConfig)
+}
+
+// rootfsImage returns the local image repo:tagPrefix<spec.key>: the root
+// file system spec with the Dockerfile instructions config on top. It
+// debootstraps and imports it if the engine lacks it, and then removes the
+// replaced tags of repo that start with tagPrefix.
+func rootfsImage(t testing.TB, repo, tagPrefix string, spec rootfsSpec, config string) string {
+	t.Helper()
 	RequireDocker(t)
-	ref := "berth-test-nginx:" + suite + "-" + rootfsKey(suite)
-	return memoImage(t, "nginx-"+suite, func(logf logFunc) (string, error) {
+	ref := repo + ":" + tagPrefix + spec.key
+	return memoImage(t, ref, func(logf logFunc) (string, error) {
+		if imageExists(ref) { // skip the build lock, which another image's debootstrap may hold for a minute
+			return ref, nil
+		}
 		return buildIfMissing(logf, ref, func() error {
-			dir, err := rootfs(logf, suite)
+			dir, err := rootfs(logf, spec)
 			if err != nil {
 				return err
 			}
-			if err := importImage(logf, ref, dir, nginxImageConfig); err != nil {
+			if err := importImage(logf, ref, dir, config); err != nil {
 				return err
 			}
-			pruneReplacedPrefix(logf, "berth-test-nginx", suite+"-", ref)
+			pruneReplacedPrefix(logf, repo, tagPrefix, ref)
 			return nil
 		})
 	})
@@ -193,11 +214,11 @@ func GoImage(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := "berth-test-go:" + hashOf(imageVersion, "go", version, goroot, rootfsKey(builderSuite),
+	ref := "berth-test-go:" + hashOf(imageVersion, "go", version, goroot, nginxRootfs(builderSuite).key,
 		strings.Join(goRootUnneeded, ","))
 	return memoImage(t, "go", func(logf logFunc) (string, error) {
 		return buildIfMissing(logf, ref, func() error {
-			dir, err := rootfs(logf, builderSuite)
+			dir, err := rootfs(logf, nginxRootfs(builderSuite))
 			if err != nil {
 				return err
 			}
@@ -266,14 +287,29 @@ func cacheDir() string {
 	return "/var/cache/berth-testenv"
 }
 
-// rootfs returns a Debian root file system of suite with nginx configured
-// like the official image, debootstrapping it once per machine. Call it
-// only under the build lock.
-func rootfs(logf logFunc, suite string) (string, error) {
-	dir := filepath.Join(cacheDir(), "rootfs-"+suite+"-"+rootfsKey(suite))
+// rootfsSpec describes one debootstrapped root file system, cached in
+// cacheDir under name-key, so that every image built on the same tree
+// (nginx and Go share one) pays for debootstrap once per machine.
+type rootfsSpec struct {
+	name     string // the cache directory's prefix: "rootfs-bookworm"
+	suite    string
+	packages []string
+	// key digests everything that shapes the tree (suite, packages,
+	// configure's files): a change makes a new directory and image tag.
+	key string
+	// marker is a path relative to the tree that a finished build has: a
+	// cache directory without it is rebuilt.
+	marker    string
+	configure func(dir string) error
+}
+
+// rootfs returns the root file system of spec, debootstrapping it once per
+// machine. Call it only under the build lock.
+func rootfs(logf logFunc, spec rootfsSpec) (string, error) {
+	dir := filepath.Join(cacheDir(), spec.name+"-"+spec.key)
 	complete := dir + ".complete"
 	if _, err := os.Stat(complete); err == nil {
-		if _, err := os.Stat(filepath.Join(dir, "etc", "nginx", "nginx.conf")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, spec.marker)); err == nil {
 			return dir, nil
 		}
 	}
@@ -285,7 +321,7 @@ func rootfs(logf logFunc, suite string) (string, error) {
 		}
 	}
 	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("debootstrap of %s needs root; run the tests as root once to build the images", suite)
+		return "", fmt.Errorf("debootstrap of %s needs root; run the tests as root once to build the images", spec.name)
 	}
 	partial := dir + ".partial"
 	for _, d := range []string{complete, dir, partial} {
@@ -296,15 +332,14 @@ func rootfs(logf logFunc, suite string) (string, error) {
 	if err := os.MkdirAll(cacheDir(), 0o755); err != nil {
 		return "", err
 	}
-	pkgs := nginxPackages(suite)
 	start := time.Now()
-	logf("debootstrap %s with %s (about a minute, once per machine)", suite, strings.Join(pkgs, ","))
+	logf("debootstrap %s with %s (about a minute, once per machine)", spec.suite, strings.Join(spec.packages, ","))
 	err = run(logf, debootstrapMilestone, "", []string{"PATH=" + os.Getenv("PATH") + ":/usr/sbin:/sbin"},
-		debootstrap, "--variant=minbase", "--include="+strings.Join(pkgs, ","), suite, partial)
+		debootstrap, "--variant=minbase", "--include="+strings.Join(spec.packages, ","), spec.suite, partial)
 	if err != nil {
 		return "", err
 	}
-	if err := configureNginx(partial); err != nil {
+	if err := spec.configure(partial); err != nil {
 		return "", err
 	}
 	if err := os.Rename(partial, dir); err != nil {
@@ -313,19 +348,19 @@ func rootfs(logf logFunc, suite string) (string, error) {
 	if err := os.WriteFile(complete, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return "", err
 	}
-	logf("debootstrap %s took %v", suite, time.Since(start).Round(time.Second))
-	removeOtherRootfs(logf, suite, dir)
+	logf("debootstrap %s took %v", spec.name, time.Since(start).Round(time.Second))
+	removeOtherRootfs(logf, spec.name, dir)
 	return dir, nil
 }
 
-// removeOtherRootfs deletes the cached root file systems of suite that
+// removeOtherRootfs deletes the cached root file systems named name that
 // earlier versions of these helpers made.
-func removeOtherRootfs(logf logFunc, suite, keep string) {
+func removeOtherRootfs(logf logFunc, name, keep string) {
 	entries, err := os.ReadDir(cacheDir())
 	if err != nil {
 		return
 	}
-	old := regexp.MustCompile(`^rootfs-` + regexp.QuoteMeta(suite) + `-[0-9a-f]{12}(\.complete|\.partial)?$`)
+	old := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `-[0-9a-f]{12}(\.complete|\.partial)?$`)
 	for _, e := range entries {
 		path := filepath.Join(cacheDir(), e.Name())
 		if !old.MatchString(e.Name()) || strings.HasPrefix(path, keep) {

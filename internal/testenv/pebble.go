@@ -19,7 +19,8 @@ import (
 // server its VA asks, answering every A query with one address and no AAAA
 // query at all (Pebble dials IPv6 first). Both are built once per machine
 // from the Go module proxy as static binaries; the containers run them in a
-// FROM scratch image.
+// FROM scratch image. For DNS-01, PebbleContainers can ask a real DNS
+// server instead (PebbleOptions.DNSServer, e.g. StartBIND's).
 
 // pebbleVersion is the Pebble release the ACME tests are written against.
 const pebbleVersion = "v2.10.3"
@@ -83,6 +84,12 @@ type PebbleOptions struct {
 	// padding, as Pebble decodes them). When non-empty, new accounts must
 	// carry an external account binding.
 	EABKeys map[string]string
+	// DNSServer ("ip:port") is the DNS server Pebble's VA asks for every
+	// lookup (DNS-01 TXT records and HTTP-01 addresses alike), e.g. a BIND
+	// on the same network: PebbleContainers then starts no
+	// pebble-challtestsrv, so its answerIP is not used and SetAnswerIP
+	// fails. StartPebble does not support it.
+	DNSServer string
 }
 
 // Pebble is a running CA on loopback with a DNS server (pebble-challtestsrv)
@@ -112,6 +119,9 @@ func StartPebble(t testing.TB, opts PebbleOptions) *Pebble {
 	SkipShort(t, "runs Pebble")
 	if opts.HTTPPort <= 0 || opts.HTTPPort > 65535 {
 		t.Fatalf("StartPebble: PebbleOptions.HTTPPort %d is not a port", opts.HTTPPort)
+	}
+	if opts.DNSServer != "" {
+		t.Fatalf("StartPebble: PebbleOptions.DNSServer is for PebbleContainers")
 	}
 	bins := pebbleBinaries(t)
 	dir := t.TempDir()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,6 +47,9 @@ type PebbleInContainers struct {
 // on, e.g. after the nginx container was recreated with a new address.
 func (p *PebbleInContainers) SetAnswerIP(t testing.TB, ip string) {
 	t.Helper()
+	if p.dnsMgmtURL == "" {
+		t.Fatal("SetAnswerIP: this Pebble asks PebbleOptions.DNSServer, not a pebble-challtestsrv")
+	}
 	body, _ := json.Marshal(map[string]string{"ip": ip})
 	if _, err := p.pebbleAdmin.do("POST", p.dnsMgmtURL+"/set-default-ipv4", body, http.StatusOK); err != nil {
 		t.Fatalf("set the DNS answer: %v", err)
@@ -62,10 +66,17 @@ func (p *PebbleInContainers) SetAnswerIP(t testing.TB, ip string) {
 // connects there on port 80 (opts.HTTPPort if set) for HTTP-01. It waits
 // until the CA and the DNS server answer, and removes both containers in
 // t.Cleanup, logging their output first if the test failed.
+//
+// With opts.DNSServer set (e.g. a StartBIND server), Pebble asks that
+// server instead, no pebble-challtestsrv is started and answerIP is unused.
 func PebbleContainers(t testing.TB, network, answerIP string, opts PebbleOptions) *PebbleInContainers {
 	t.Helper()
 	RequireDocker(t)
-	if ip := net.ParseIP(answerIP); ip == nil || ip.To4() == nil {
+	if opts.DNSServer != "" {
+		if _, _, err := net.SplitHostPort(opts.DNSServer); err != nil {
+			t.Fatalf("PebbleContainers: PebbleOptions.DNSServer %q is not ip:port: %v", opts.DNSServer, err)
+		}
+	} else if ip := net.ParseIP(answerIP); ip == nil || ip.To4() == nil {
 		t.Fatalf("PebbleContainers: answerIP %q is not an IPv4 address", answerIP)
 	}
 	httpPort := opts.HTTPPort
@@ -75,6 +86,10 @@ func PebbleContainers(t testing.TB, network, answerIP string, opts PebbleOptions
 	img := pebbleImage(t)
 	name := fmt.Sprintf("berth-test-pebble-%x", time.Now().UnixNano())
 	dnsName := name + "-dns"
+	containers := []string{name}
+	if opts.DNSServer == "" {
+		containers = append(containers, dnsName)
+	}
 	dir := t.TempDir()
 	tls, err := writeWFECert(dir, name, "localhost", "127.0.0.1")
 	if err != nil {
@@ -91,27 +106,26 @@ func PebbleContainers(t testing.TB, network, answerIP string, opts PebbleOptions
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("Pebble containers:\n%s\n%s", containerTail(dnsName), containerTail(name))
+			var tails []string
+			for _, c := range slices.Backward(containers) { // the DNS server first
+				tails = append(tails, containerTail(c))
+			}
+			t.Logf("Pebble containers:\n%s", strings.Join(tails, "\n"))
 		}
-		TryDocker("rm", "-f", "-v", name, dnsName)
+		TryDocker(append([]string{"rm", "-f", "-v"}, containers...)...)
 	})
 
-	args := append([]string{"run", "-d", "--name", dnsName, "--network", network}, LabelArgs()...)
-	args = append(args, "-p", fmt.Sprintf("127.0.0.1::%d/tcp", challDNSPort), "-p", fmt.Sprintf("127.0.0.1::%d/tcp", challMgmtPort),
-		img, "/pebble-challtestsrv")
-	Docker(t, append(args, challtestsrvArgs(answerIP, fmt.Sprintf(":%d", challDNSPort), fmt.Sprintf(":%d", challMgmtPort))...)...)
-	dnsIP := Docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, dnsName)
-	if net.ParseIP(dnsIP) == nil {
-		t.Fatalf("address of %s on network %s: %q", dnsName, network, dnsIP)
+	dnsServer := opts.DNSServer
+	if dnsServer == "" {
+		dnsServer = startChallDNS(t, img, network, dnsName, answerIP)
 	}
-
-	args = append([]string{"create", "--name", name, "--network", network}, LabelArgs()...)
+	args := append([]string{"create", "--name", name, "--network", network}, LabelArgs()...)
 	args = append(args, "-p", fmt.Sprintf("127.0.0.1::%d/tcp", pebbleWFEPort), "-p", fmt.Sprintf("127.0.0.1::%d/tcp", pebbleMgmtPort))
 	for _, kv := range pebbleEnv(opts) {
 		args = append(args, "-e", kv)
 	}
 	args = append(args, img, "/pebble", "-config", pebbleConfigDir+"/pebble-config.json",
-		"-dnsserver", net.JoinHostPort(dnsIP, strconv.Itoa(challDNSPort)))
+		"-dnsserver", dnsServer)
 	Docker(t, args...)
 	Docker(t, "cp", dir+"/.", name+":"+pebbleConfigDir) // scratch has no shell to write files with
 	Docker(t, "start", name)
@@ -123,18 +137,40 @@ func PebbleContainers(t testing.TB, network, answerIP string, opts PebbleOptions
 		Name:             name,
 		ManagementURL:    "https://" + publishedAddr(t, name, pebbleMgmtPort),
 		HostDirectoryURL: "https://" + publishedAddr(t, name, pebbleWFEPort) + "/dir",
-		dnsAddr:          publishedAddr(t, dnsName, challDNSPort),
-		dnsMgmtURL:       "http://" + publishedAddr(t, dnsName, challMgmtPort),
+	}
+	if opts.DNSServer == "" {
+		p.dnsAddr = publishedAddr(t, dnsName, challDNSPort)
+		p.dnsMgmtURL = "http://" + publishedAddr(t, dnsName, challMgmtPort)
 	}
 	p.pebbleAdmin = newPebbleAdmin(p.ManagementURL, tls.rootsPEM, func() (string, error) { return containerLogs(name) })
-	alive := func() error { return containersRunning(name, dnsName) }
+	alive := func() error { return containersRunning(containers...) }
 	err = waitUntil(pebbleStartTimeout, alive, func() error {
-		return errors.Join(expectDNSAnswer(p.dnsAddr, answerIP), p.pebbleAdmin.ready(p.HostDirectoryURL))
+		var dnsErr error
+		if opts.DNSServer == "" { // DNSServer is on the network, out of the host's reach
+			dnsErr = expectDNSAnswer(p.dnsAddr, answerIP)
+		}
+		return errors.Join(dnsErr, p.pebbleAdmin.ready(p.HostDirectoryURL))
 	})
 	if err != nil {
 		t.Fatalf("start Pebble containers: %v", err)
 	}
 	return p
+}
+
+// startChallDNS runs pebble-challtestsrv as the container dnsName on
+// network, answering every A query with answerIP, and returns its DNS
+// address on the network.
+func startChallDNS(t testing.TB, img, network, dnsName, answerIP string) string {
+	t.Helper()
+	args := append([]string{"run", "-d", "--name", dnsName, "--network", network}, LabelArgs()...)
+	args = append(args, "-p", fmt.Sprintf("127.0.0.1::%d/tcp", challDNSPort), "-p", fmt.Sprintf("127.0.0.1::%d/tcp", challMgmtPort),
+		img, "/pebble-challtestsrv")
+	Docker(t, append(args, challtestsrvArgs(answerIP, fmt.Sprintf(":%d", challDNSPort), fmt.Sprintf(":%d", challMgmtPort))...)...)
+	dnsIP := Docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, dnsName)
+	if net.ParseIP(dnsIP) == nil {
+		t.Fatalf("address of %s on network %s: %q", dnsName, network, dnsIP)
+	}
+	return net.JoinHostPort(dnsIP, strconv.Itoa(challDNSPort))
 }
 
 // pebbleImage returns a FROM scratch image holding /pebble and

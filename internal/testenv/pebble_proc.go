@@ -2,7 +2,9 @@ package testenv
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
@@ -126,21 +128,50 @@ func waitUntil(timeout time.Duration, alive, cond func() error) error {
 // expectDNSAnswer asks the DNS server at addr over TCP (as Pebble's VA
 // does) for an arbitrary name, and wants exactly the address want.
 func expectDNSAnswer(addr, want string) error {
-	r := &net.Resolver{
-		PreferGo: true,
-		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "tcp", addr)
-		},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	return expectDNSAnswerOver("tcp", addr, "probe.berth.test.", want)
+}
+
+// expectDNSAnswerOver asks the DNS server at addr over network ("tcp" or
+// "udp") for the addresses of name, and wants exactly want.
+func expectDNSAnswerOver(network, addr, name, want string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), dnsQueryTimeout)
 	defer cancel()
-	ips, err := r.LookupIPAddr(ctx, "probe.berth.test.")
+	ips, err := resolverAt(network, addr).LookupIPAddr(ctx, name)
 	if err != nil {
-		return fmt.Errorf("DNS server %s: %w", addr, err)
+		return fmt.Errorf("DNS server %s over %s: %w", addr, network, err)
 	}
 	if len(ips) != 1 || ips[0].IP.String() != want {
-		return fmt.Errorf("DNS server %s answers %v, want only %s", addr, ips, want)
+		return fmt.Errorf("DNS server %s answers %v for %s, want only %s", addr, ips, name, want)
 	}
 	return nil
+}
+
+// lookupTXT asks the DNS server at addr (over UDP, then TCP if the answer
+// is truncated) for the TXT records of name. A name that does not exist or
+// has no TXT records gives none and no error.
+func lookupTXT(addr, name string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), dnsQueryTimeout)
+	defer cancel()
+	txts, err := resolverAt("", addr).LookupTXT(ctx, name)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+		return nil, nil
+	}
+	return txts, err
+}
+
+// dnsQueryTimeout bounds one question to a test DNS server on loopback,
+// which answers in milliseconds.
+const dnsQueryTimeout = 2 * time.Second
+
+// resolverAt is a resolver that sends every question to the DNS server at
+// addr, over network, or over what the resolver asks for if network is "".
+func resolverAt(network, addr string) *net.Resolver {
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, asked, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, cmp.Or(network, asked), addr)
+		},
+	}
 }

@@ -134,19 +134,8 @@ func TestPebbleAlwaysValidNeedsNoChallengeServer(t *testing.T) {
 
 func TestPebbleContainersValidateThroughNginxOnTheNetwork(t *testing.T) {
 	RequireDocker(t)
-	img := NginxImage(t, "bookworm")
-	network := fmt.Sprintf("berth-testenv-pebble-%x", time.Now().UnixNano())
-	Docker(t, append(append([]string{"network", "create"}, LabelArgs()...), network)...)
-	t.Cleanup(func() { TryDocker("network", "rm", network) })
-	nginx := network + "-nginx"
-	const webroot = "/srv/www"
-	args := append([]string{"run", "-d", "--name", nginx, "--network", network}, LabelArgs()...)
-	Docker(t, append(args, img, "sh", "-c",
-		"mkdir -p "+webroot+"/.well-known/acme-challenge && "+
-			"echo 'server { listen 80; root "+webroot+"; }' > /etc/nginx/conf.d/acme.conf && "+
-			`exec nginx -g "daemon off;"`)...)
-	t.Cleanup(func() { TryDocker("rm", "-f", "-v", nginx) })
-	nginxIP := Docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, nginx)
+	network := testNetwork(t, "pebble")
+	nginx, nginxIP := startWebrootNginx(t, network)
 
 	start := time.Now()
 	p := PebbleContainers(t, network, nginxIP, PebbleOptions{})
@@ -167,10 +156,7 @@ func TestPebbleContainersValidateThroughNginxOnTheNetwork(t *testing.T) {
 	// A real HTTP-01 validation: Pebble's VA asks the DNS container, which
 	// answers with nginx's address, and fetches the token from nginx.
 	c := newACMEClient(t, trustingClient(t, p.RootsFile), p.HostDirectoryURL)
-	chain := c.issue("www.berth.test", "default", func(token, keyAuth string) {
-		Docker(t, "exec", nginx, "sh", "-c", `printf %s "$1" > "$2"`, "sh", keyAuth,
-			webroot+"/.well-known/acme-challenge/"+token)
-	})
+	chain := c.issue("www.berth.test", "default", webrootSolver(t, nginx))
 	verifyChain(t, chain, p.IssuerRoots(t), "www.berth.test")
 	if got := p.Orders(t); got != 1 {
 		t.Errorf("Orders() = %d after one order", got)
@@ -179,6 +165,33 @@ func TestPebbleContainersValidateThroughNginxOnTheNetwork(t *testing.T) {
 		t.Errorf("nginx saw no challenge request:\n%s", logs)
 	}
 	p.SetAnswerIP(t, "192.0.2.7")
+}
+
+// webroot is where startWebrootNginx serves files from on port 80.
+const webroot = "/srv/www"
+
+// startWebrootNginx runs an nginx container on network that serves
+// HTTP-01 tokens from webroot, and returns its name and address there.
+func startWebrootNginx(t *testing.T, network string) (name, ip string) {
+	img := NginxImage(t, "bookworm")
+	name = network + "-nginx"
+	args := append([]string{"run", "-d", "--name", name, "--network", network}, LabelArgs()...)
+	Docker(t, append(args, img, "sh", "-c",
+		"mkdir -p "+webroot+"/.well-known/acme-challenge && "+
+			"echo 'server { listen 80; root "+webroot+"; }' > /etc/nginx/conf.d/acme.conf && "+
+			`exec nginx -g "daemon off;"`)...)
+	t.Cleanup(func() { TryDocker("rm", "-f", "-v", name) })
+	ip = Docker(t, "inspect", "--format", `{{(index .NetworkSettings.Networks "`+network+`").IPAddress}}`, name)
+	return name, ip
+}
+
+// webrootSolver publishes HTTP-01 key authorizations in the webroot of
+// the startWebrootNginx container nginx.
+func webrootSolver(t *testing.T, nginx string) func(token, keyAuth string) {
+	return func(token, keyAuth string) {
+		Docker(t, "exec", nginx, "sh", "-c", `printf %s "$1" > "$2"`, "sh", keyAuth,
+			webroot+"/.well-known/acme-challenge/"+token)
+	}
 }
 
 // unusedPort returns a loopback port nothing listens on.
