@@ -118,6 +118,20 @@ func NewDNSSolver(name string, resolvers []string) *DNSSolver {
 	return &DNSSolver{provider: p, resolvers: resolvers}
 }
 
+// options say where propagation is checked. With resolvers named, lego
+// waits until they answer the TXT record and asks no one else: the zone's
+// authoritative servers are often reachable only through them (split DNS,
+// a server on a private network), and lego would look those up by name
+// through the system's resolver. Without, lego asks the zone's
+// authoritative servers, as its own CLI does.
+func (d *DNSSolver) options() []dns01.ChallengeOption {
+	if len(d.resolvers) == 0 {
+		return nil
+	}
+	return []dns01.ChallengeOption{dns01.AddRecursiveNameservers(d.resolvers),
+		dns01.RecursiveNSsPropagationRequirement(), dns01.DisableAuthoritativeNssPropagationRequirement()}
+}
+
 // Err says why the DNS provider cannot be used, or nil.
 func (d *DNSSolver) Err() error {
 	if d == nil {
@@ -212,8 +226,7 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 		if l.dnsClient, err = bare(); err != nil {
 			return nil, err
 		}
-		err = l.dnsClient.Challenge.SetDNS01Provider(cfg.DNS.provider,
-			dns01.CondOption(len(cfg.DNS.resolvers) > 0, dns01.AddRecursiveNameservers(cfg.DNS.resolvers)))
+		err = l.dnsClient.Challenge.SetDNS01Provider(cfg.DNS.provider, cfg.DNS.options()...)
 		if err != nil {
 			return nil, fmt.Errorf("DNS-01 solver: %w", err)
 		}
