@@ -143,7 +143,7 @@ func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer,
 	if force {
 		state = nil // a revoked certificate may be renewed: that is what lifts the hold
 	}
-	names, name := []string{host}, host
+	names, name := []string{host}, CertName(host)
 	var opts OrderOptions
 	if st, err := findCovering(store, host, state); err == nil {
 		due := RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)

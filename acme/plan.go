@@ -100,18 +100,19 @@ func planJobs(groups []group, certs map[string]*certInfo, names map[string]NameS
 	planned := map[string]bool{} // certificate names with a job: one order per name at a time
 	for _, gr := range groups {
 		g, how := gr.names, OrderOptions{Challenge: gr.challenge, Profile: gr.profile}
+		name := CertName(g[0])
 		eligible, held := splitEligible(g, names, now)
 		for _, n := range held {
 			next = earliest(next, names[n].NextAttempt)
 		}
-		if len(eligible) == 0 || running[g[0]] {
+		if len(eligible) == 0 || running[name] {
 			continue
 		}
-		have := covering(certs, names, eligible, g[0], now)
+		have := covering(certs, names, eligible, name, now)
 		switch {
-		case have == nil && !planned[g[0]]:
-			planned[g[0]] = true
-			fresh = append(fresh, job{cert: g[0], names: eligible, order: how})
+		case have == nil && !planned[name]:
+			planned[name] = true
+			fresh = append(fresh, job{cert: name, names: eligible, order: how})
 		case have == nil:
 		case running[have.stored.Name] || planned[have.stored.Name]:
 		case now.Before(have.renewAt) && !gr.profileStale(have.stored.Meta.Profile):

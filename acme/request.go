@@ -43,6 +43,17 @@ type group struct {
 // Only DNS-01 can prove control of one.
 func IsWildcard(name string) bool { return strings.HasPrefix(name, "*.") }
 
+// CertName is the name a certificate is stored under: its first host, with
+// a wildcard's "*" spelled "_" ("_.example.com", nginx-proxy's spelling),
+// since the path goes into nginx's config and a shell glob character has
+// no place in either.
+func CertName(first string) string {
+	if rest, ok := strings.CutPrefix(first, "*."); ok {
+		return "_." + rest
+	}
+	return first
+}
+
 // groupRequests merges requests that share a name (Groups) and decides how
 // each group is ordered: by DNS-01 when any of its requests asks for it or
 // any name is a wildcard, else HTTP-01; with the first non-empty profile of

@@ -83,13 +83,21 @@ func TestPlanOrdersWildcardsByDNS01(t *testing.T) {
 	for _, j := range jobs {
 		got[j.cert] = j.order
 	}
-	want := map[string]OrderOptions{"*.w.test": {Challenge: ChallengeDNS01}, "a.test": {Challenge: ChallengeDNS01, Profile: "p"}, "b.test": {Challenge: ChallengeHTTP01}}
+	want := map[string]OrderOptions{"_.w.test": {Challenge: ChallengeDNS01}, "a.test": {Challenge: ChallengeDNS01, Profile: "p"}, "b.test": {Challenge: ChallengeHTTP01}}
 	if len(got) != len(want) {
 		t.Fatalf("jobs %+v", jobs)
 	}
 	for cert, o := range want {
 		if got[cert] != o {
 			t.Errorf("%s ordered with %+v, want %+v", cert, got[cert], o)
+		}
+	}
+}
+
+func TestAWildcardCertificateIsStoredUnderAnUnderscore(t *testing.T) {
+	for in, want := range map[string]string{"*.w.test": "_.w.test", "a.test": "a.test"} {
+		if got := CertName(in); got != want {
+			t.Errorf("CertName(%s) = %s, want %s", in, got, want)
 		}
 	}
 }
@@ -179,7 +187,7 @@ func TestRenewHostOrdersAsTheCertificateWasOrdered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store().Save("*.w.test", issued.ChainPEM, issued.KeyPEM, Meta{Challenge: ChallengeDNS01, Profile: "shortlived"}); err != nil {
+	if err := e.store().Save("_.w.test", issued.ChainPEM, issued.KeyPEM, Meta{Challenge: ChallengeDNS01, Profile: "shortlived"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := RenewHost(context.Background(), e.store(), e.state, e.ca, "*.w.test", true, time.Now()); err != nil {
