@@ -26,11 +26,17 @@ const dnsZone = "dns.test"
 // uses Pebble as its CA and rfc2136 as its DNS provider; berthArgs are
 // extra `docker run` arguments for berth.
 func newDNSStack(t *testing.T, berthArgs ...string) (*stack, *testenv.PebbleInContainers, *testenv.BIND) {
+	return newDNSStackWith(t, testenv.PebbleOptions{}, berthArgs...)
+}
+
+// newDNSStackWith is newDNSStack with Pebble options (its DNSServer is set here).
+func newDNSStackWith(t *testing.T, po testenv.PebbleOptions, berthArgs ...string) (*stack, *testenv.PebbleInContainers, *testenv.BIND) {
 	var ca *testenv.PebbleInContainers
 	var dns *testenv.BIND
 	s := newStackWith(t, stackOptions{berth: func(s *stack) []string {
 		dns = testenv.StartBIND(t, s.network, dnsZone, nil)
-		ca = testenv.PebbleContainers(t, s.network, "", testenv.PebbleOptions{DNSServer: net.JoinHostPort(dns.IP, "53")})
+		po.DNSServer = net.JoinHostPort(dns.IP, "53")
+		ca = testenv.PebbleContainers(t, s.network, "", po)
 		args := []string{"--network", s.network,
 			"-v", ca.RootsFile + ":" + pebbleRoots + ":ro",
 			"-e", "BERTH_ACME_CA=" + ca.DirectoryURL,
@@ -144,5 +150,56 @@ func TestCertPerHostGivesOneCertificatePerName(t *testing.T) {
 	}
 	if leaves[hosts[0]].Equal(leaves[hosts[1]]) {
 		t.Fatal("both names are served one certificate")
+	}
+}
+
+func TestAProfileChangeRenewsTheCertificate(t *testing.T) {
+	const short = time.Hour // renewal would come after 30 minutes: any new certificate here is the profile change
+	s, ca, _ := newDNSStackWith(t, testenv.PebbleOptions{Profiles: map[string]time.Duration{"default": 90 * 24 * time.Hour, "short": short}},
+		"-e", "BERTH_ACME_PROFILE=default")
+	roots := ca.IssuerRoots(t)
+	host := "profile." + dnsZone
+	labels := []string{"proxy.host=" + host, "proxy.acme=on", "proxy.acme-challenge=dns-01"}
+	name := s.run(backend{name: "svc", labels: append(slices.Clone(labels), "proxy.acme-profile=short")})
+	first := s.awaitCertificate(host, "svc", roots)
+	if life := first.NotAfter.Sub(first.NotBefore); life > 2*short {
+		t.Fatalf("proxy.acme-profile=short gave a certificate for %v, want Pebble's short profile (%v)", life, short)
+	}
+	// The service comes back without the label: BERTH_ACME_PROFILE applies,
+	// and the certificate ordered with another profile is renewed at once.
+	s.rm(name)
+	s.run(backend{name: "svc", labels: labels})
+	var renewed *x509.Certificate
+	testenv.Eventually(t, certDeadline, func() error {
+		cs, err := s.servedTLS(host, "svc", roots)
+		if err != nil {
+			return err
+		}
+		if renewed = cs.PeerCertificates[0]; renewed.Equal(first) {
+			return fmt.Errorf("still serving the short-profile certificate %x", first.SerialNumber)
+		}
+		return nil
+	})
+	if life := renewed.NotAfter.Sub(renewed.NotBefore); life < 24*time.Hour {
+		t.Fatalf("after the profile change the certificate lives %v, want the default profile's 90 days", life)
+	}
+}
+
+func TestAMisconfiguredDNSProviderFailsOnlyDNS01Names(t *testing.T) {
+	// rfc2136 without any of its variables: berth starts, says what is
+	// missing, and HTTP-01 names are issued as usual.
+	s, ca := newPebbleStackWith(t, testenv.PebbleOptions{}, []string{"-e", "BERTH_ACME_DNS_PROVIDER=rfc2136"}, stackOptions{})
+	roots := ca.IssuerRoots(t)
+	s.run(backend{name: "wild", labels: []string{"proxy.host=*.wild.test", "proxy.acme=on"}})
+	s.run(backend{name: "web", labels: []string{"proxy.host=web.test", "proxy.acme=on"}})
+	s.awaitCertificate("web.test", "web", roots)
+	var failing status.Failing
+	testenv.Eventually(t, certDeadline, func() error {
+		f, err := s.failing("*.wild.test")
+		failing = f
+		return err
+	})
+	if !strings.Contains(failing.LastError, "rfc2136") || !strings.Contains(failing.LastError, "NAMESERVER") {
+		t.Fatalf("*.wild.test last error %q, want one naming the provider and its missing variable", failing.LastError)
 	}
 }
