@@ -1,9 +1,11 @@
 // Package acme owns certificates: the ACME account, certificate storage on
-// disk, issuance and renewal through lego with the HTTP-01 webroot, per-name
-// backoff, and the renewal schedule.
+// disk, issuance and renewal through lego with the HTTP-01 webroot or a DNS
+// provider (DNS-01, and so wildcards), per-name backoff, and the renewal
+// schedule.
 //
-// It knows nothing of Docker or nginx. The controller tells it which host
-// sets are wanted (Manager.Want, never blocking), asks which files to serve
+// It knows nothing of Docker or nginx. The controller tells it which
+// certificates are wanted and how to order them (Manager.Want with
+// CertRequests, never blocking), asks which files to serve
 // per host (Manager.Certs: immutable version paths, so a renewal changes
 // the config), says which files the config on disk names (Manager.InUse,
 // so old versions can go), and waits on Manager.Changed for anything that

@@ -29,6 +29,7 @@ type fakeCA struct {
 	orders  [][]string
 	times   []time.Time // when each order was placed (the bubble's clock)
 	replace []*x509.Certificate
+	how     []OrderOptions // each order's challenge and profile
 }
 
 func newFakeCA(t testing.TB) *fakeCA {
@@ -44,12 +45,13 @@ func newFakeCA(t testing.TB) *fakeCA {
 	return &fakeCA{key: key, cert: cert, fail: map[string]bool{}, life: 90 * 24 * time.Hour}
 }
 
-func (f *fakeCA) Obtain(_ context.Context, names []string, replaces *x509.Certificate) (Issued, error) {
+func (f *fakeCA) Obtain(_ context.Context, names []string, opts OrderOptions) (Issued, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.orders = append(f.orders, slices.Clone(names))
 	f.times = append(f.times, time.Now())
-	f.replace = append(f.replace, replaces)
+	f.replace = append(f.replace, opts.Replaces)
+	f.how = append(f.how, OrderOptions{Challenge: opts.Challenge, Profile: opts.Profile})
 	if f.limit > 0 {
 		return Issued{}, &OrderError{Err: errors.New("too many certificates"), RateLimited: true, RetryAfter: f.limit}
 	}
@@ -89,6 +91,12 @@ func (f *fakeCA) ordersSoFar() [][]string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.orders)
+}
+
+func (f *fakeCA) optionsSoFar() []OrderOptions {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.how)
 }
 
 func (f *fakeCA) orderCount() int {

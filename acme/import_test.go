@@ -184,7 +184,7 @@ func TestAnImportedCertificateIsServedNotReorderedAndRenewedAsBerthsOwn(t *testi
 		}
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}, {"b.test"}}, []string{"a.test", "b.test"})
+		m.Want(Requests([][]string{{"a.test"}, {"b.test"}}), []string{"a.test", "b.test"})
 		time.Sleep(time.Minute)
 		if got := m.Certs()["b.test"]; got.Name != "b.test" {
 			t.Fatalf("b.test served from %+v, want the imported certificate", got)

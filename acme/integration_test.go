@@ -210,7 +210,7 @@ func TestObtainMultiNameThroughNginxWebroot(t *testing.T) {
 	old := syscallUmask(0o077) // tokens must still be readable by nginx's workers
 	defer syscallUmask(old)
 	m, _ := r.start(true)
-	m.Want([][]string{{"www.a.test", "a.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"www.a.test", "a.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	st := r.load("a.test")
 	if !slices.Equal(st.Meta.Domains, []string{"a.test", "www.a.test"}) {
@@ -231,7 +231,7 @@ func TestObtainMultiNameThroughNginxWebroot(t *testing.T) {
 func TestRestartReusesAccountAndCertificateWithoutANewOrder(t *testing.T) {
 	r := newRig(t, nil, nil)
 	m, stop := r.start(true)
-	m.Want([][]string{{"a.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"a.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	first := r.load("a.test")
 	accounts, _ := filepath.Glob(filepath.Join(r.state, "accounts", "*", "account.json"))
@@ -242,7 +242,7 @@ func TestRestartReusesAccountAndCertificateWithoutANewOrder(t *testing.T) {
 	if _, ok := m2.Certs()["a.test"]; !ok {
 		t.Fatal("a restarted manager does not serve the stored certificate at once")
 	}
-	m2.Want([][]string{{"a.test"}}, nil)
+	m2.Want(acme.Requests([][]string{{"a.test"}}), nil)
 	// A forced renewal goes through the same account.
 	st, err := acme.RenewHost(context.Background(), acme.Store{Dir: r.certs}, r.state, r.issuer(), "a.test", true, time.Now())
 	if err != nil {
@@ -266,7 +266,7 @@ func TestShortLivedCertificateIsRenewedAndNamesTheOneItReplaces(t *testing.T) {
 	r := newRig(t, map[string]time.Duration{"short": 20 * time.Second}, nil)
 	r.profile = "short"
 	m, _ := r.start(true)
-	m.Want([][]string{{"short.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"short.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	first := r.load("short.test")
 	r.waitStored(30 * time.Second) // renewed well before it expires
@@ -283,7 +283,7 @@ func TestShortLivedCertificateIsRenewedAndNamesTheOneItReplaces(t *testing.T) {
 func TestARIWindowDrivesRenewalAndAnEmptyWindowIsIgnored(t *testing.T) {
 	r := newRig(t, nil, nil)
 	m, stop := r.start(true)
-	m.Want([][]string{{"ari.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"ari.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	first := r.load("ari.test")
 	stop()
@@ -302,7 +302,7 @@ func TestARIWindowDrivesRenewalAndAnEmptyWindowIsIgnored(t *testing.T) {
 	// A window in the past means renew now: at the next start-up check.
 	r.pebble.SetRenewalInfo(t, first.ChainPEM, time.Now().Add(-2*time.Minute), time.Now().Add(-time.Minute))
 	m2, _ := r.start(true)
-	m2.Want([][]string{{"ari.test"}}, nil)
+	m2.Want(acme.Requests([][]string{{"ari.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	second := r.load("ari.test")
 	if second.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
@@ -313,7 +313,7 @@ func TestARIWindowDrivesRenewalAndAnEmptyWindowIsIgnored(t *testing.T) {
 func TestRevokeStopsServingAndHoldsTheName(t *testing.T) {
 	r := newRig(t, nil, nil)
 	m, _ := r.start(true)
-	m.Want([][]string{{"rev.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"rev.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	st := r.load("rev.test")
 	if _, err := acme.RevokeHost(context.Background(), acme.Store{Dir: r.certs}, r.state, r.issuer(), "rev.test"); err != nil {
@@ -340,7 +340,7 @@ func breakChallenge(addr string) string {
 func TestSelfCheckKeepsABrokenChallengePathAwayFromTheCA(t *testing.T) {
 	r := newRig(t, nil, breakChallenge)
 	m, _ := r.start(true)
-	m.Want([][]string{{"broken.test", "ok.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"broken.test", "ok.test"}}), nil)
 	r.waitStored(30 * time.Second)
 	st := r.load("broken.test") // the certificate keeps its group's name
 	if !slices.Equal(st.Meta.Domains, []string{"ok.test"}) {
@@ -355,7 +355,7 @@ func TestSelfCheckKeepsABrokenChallengePathAwayFromTheCA(t *testing.T) {
 func TestAFailingNameIsIsolatedAndBackedOff(t *testing.T) {
 	r := newRig(t, nil, breakChallenge)
 	m, _ := r.start(false) // no self-check: the CA's validation fails
-	m.Want([][]string{{"broken.test", "ok.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"broken.test", "ok.test"}}), nil)
 	r.waitStored(60 * time.Second)
 	st := r.load("broken.test")
 	if !slices.Equal(st.Meta.Domains, []string{"ok.test"}) {
@@ -422,7 +422,7 @@ func TestRateLimitIsHonoured(t *testing.T) {
 	r.directory = proxy.URL + target.Path
 	r.roots = append(r.roots, proxy.Certificate())
 	m, _ := r.start(true)
-	m.Want([][]string{{"limited.test"}}, nil)
+	m.Want(acme.Requests([][]string{{"limited.test"}}), nil)
 	testenv.Eventually(t, 30*time.Second, func() error {
 		_, names, err := acme.Status(acme.Store{Dir: r.certs}, r.state)
 		for _, n := range names {

@@ -4,6 +4,7 @@ package acme
 // swapped behind the Issuer interface.
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/sha256"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,8 +32,11 @@ import (
 	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/lego"
 	legolog "github.com/go-acme/lego/v4/log"
+	"github.com/go-acme/lego/v4/providers/dns"
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/sirupsen/logrus"
 
@@ -69,6 +74,8 @@ type AccountConfig struct {
 	Profile  string // ACME profile; "" lets the CA choose
 	StateDir string // account key and registration live here
 	Webroot  string // HTTP-01 tokens are written here
+	// DNS answers DNS-01 challenges; nil when no DNS provider is configured.
+	DNS *DNSSolver
 	// Log receives lego's own progress lines at debug level; nil drops them.
 	Log *logrus.Entry
 }
@@ -86,11 +93,66 @@ func routeLegoLog(l *logrus.Entry) {
 	})
 }
 
-// LegoIssuer implements Issuer with lego.
+// DNSSolver answers DNS-01 challenges through one of lego's DNS providers,
+// configured once at start from that provider's own environment variables.
+// A provider that cannot be configured (unknown name, missing variables)
+// is kept as its error: every DNS-01 order then fails with it, through the
+// normal failure path and backoff, while HTTP-01 orders go on.
+type DNSSolver struct {
+	provider  challenge.Provider
+	resolvers []string
+	err       error
+}
+
+// NewDNSSolver configures lego's DNS provider name (BERTH_ACME_DNS_PROVIDER)
+// and the resolvers, host:port, through which propagation is checked
+// (BERTH_ACME_DNS_RESOLVERS; empty: the system's). It returns nil for "".
+func NewDNSSolver(name string, resolvers []string) *DNSSolver {
+	if name == "" {
+		return nil
+	}
+	p, err := dns.NewDNSChallengeProviderByName(name)
+	if err != nil {
+		return &DNSSolver{err: fmt.Errorf("DNS provider %q (BERTH_ACME_DNS_PROVIDER) is not usable: %w", name, err)}
+	}
+	return &DNSSolver{provider: p, resolvers: resolvers}
+}
+
+// options say where propagation is checked. With resolvers named, lego
+// waits until they answer the TXT record and asks no one else: the zone's
+// authoritative servers are often reachable only through them (split DNS,
+// a server on a private network), and lego would look those up by name
+// through the system's resolver. Without, lego asks the zone's
+// authoritative servers, as its own CLI does.
+func (d *DNSSolver) options() []dns01.ChallengeOption {
+	if len(d.resolvers) == 0 {
+		return nil
+	}
+	return []dns01.ChallengeOption{dns01.AddRecursiveNameservers(d.resolvers),
+		dns01.RecursiveNSsPropagationRequirement(), dns01.DisableAuthoritativeNssPropagationRequirement()}
+}
+
+// Err says why the DNS provider cannot be used, or nil.
+func (d *DNSSolver) Err() error {
+	if d == nil {
+		return errNoDNSProvider
+	}
+	return d.err
+}
+
+var errNoDNSProvider = errors.New("DNS-01 needs a DNS provider: set BERTH_ACME_DNS_PROVIDER and that provider's variables")
+
+// LegoIssuer implements Issuer with lego. lego's client has one set of
+// challenge solvers and picks, per authorization, the first the CA offers
+// that it has a solver for; so HTTP-01 and DNS-01 orders go through two
+// clients that share the account, each with one solver, and every order
+// is validated the way it asked.
 type LegoIssuer struct {
-	client  *lego.Client
-	profile string
-	keyType certcrypto.KeyType
+	client    *lego.Client // HTTP-01 only
+	dnsClient *lego.Client // DNS-01 only; nil when dnsErr says why
+	dnsErr    error
+	profile   string
+	keyType   certcrypto.KeyType
 }
 
 type account struct {
@@ -120,7 +182,7 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 	if err != nil {
 		return nil, err
 	}
-	newClient := func() (*lego.Client, error) {
+	bare := func() (*lego.Client, error) {
 		lc := lego.NewConfig(acc)
 		lc.CADirURL = dirURL
 		lc.UserAgent = "berth"
@@ -129,6 +191,13 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 		client, err := lego.NewClient(lc)
 		if err != nil {
 			return nil, fmt.Errorf("ACME directory %s: %w", dirURL, err)
+		}
+		return client, nil
+	}
+	newClient := func() (*lego.Client, error) {
+		client, err := bare()
+		if err != nil {
+			return nil, err
 		}
 		return client, client.Challenge.SetHTTP01Provider(webrootProvider{dir: cfg.Webroot})
 	}
@@ -152,7 +221,17 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 	if err := saveAccount(accDir, acc); err != nil {
 		return nil, err
 	}
-	return &LegoIssuer{client: client, profile: cfg.Profile, keyType: kt}, nil
+	l := &LegoIssuer{client: client, profile: cfg.Profile, keyType: kt, dnsErr: cfg.DNS.Err()}
+	if l.dnsErr == nil {
+		if l.dnsClient, err = bare(); err != nil {
+			return nil, err
+		}
+		err = l.dnsClient.Challenge.SetDNS01Provider(cfg.DNS.provider, cfg.DNS.options()...)
+		if err != nil {
+			return nil, fmt.Errorf("DNS-01 solver: %w", err)
+		}
+	}
+	return l, nil
 }
 
 // accountDirName keeps accounts of different CAs apart.
@@ -256,16 +335,25 @@ func newHTTPClient(extra []*x509.Certificate) *http.Client {
 	}
 }
 
-// Obtain orders a certificate for names with a fresh key. replaces, when
-// set, is the certificate being renewed: the order names it (ARI).
-func (l *LegoIssuer) Obtain(ctx context.Context, names []string, replaces *x509.Certificate) (Issued, error) {
+// Obtain orders a certificate for names with a fresh key, by DNS-01 when
+// opts ask for it or a name is a wildcard, else by HTTP-01. opts.Replaces,
+// when set, is the certificate being renewed: the order names it (ARI).
+func (l *LegoIssuer) Obtain(ctx context.Context, names []string, opts OrderOptions) (Issued, error) {
+	client := l.client
+	if challengeOf(names, opts.Challenge) == ChallengeDNS01 {
+		if l.dnsErr != nil {
+			return Issued{}, &OrderError{Err: l.dnsErr, Failed: slices.Clone(names)}
+		}
+		client = l.dnsClient
+	}
 	key, err := certcrypto.GeneratePrivateKey(l.keyType)
 	if err != nil {
 		return Issued{}, err
 	}
-	req := certificate.ObtainRequest{Domains: names, PrivateKey: key, Bundle: true, Profile: l.profile}
-	if replaces != nil {
-		if req.ReplacesCertID, err = certificate.MakeARICertID(replaces); err != nil {
+	profile := cmp.Or(opts.Profile, l.profile)
+	req := certificate.ObtainRequest{Domains: names, PrivateKey: key, Bundle: true, Profile: profile}
+	if opts.Replaces != nil {
+		if req.ReplacesCertID, err = certificate.MakeARICertID(opts.Replaces); err != nil {
 			req.ReplacesCertID = ""
 		}
 	}
@@ -275,7 +363,7 @@ func (l *LegoIssuer) Obtain(ctx context.Context, names []string, replaces *x509.
 	}
 	done := make(chan result, 1)
 	go func() { // lego's Obtain takes no context
-		res, err := l.client.Certificate.Obtain(req)
+		res, err := client.Certificate.Obtain(req)
 		done <- result{res, err}
 	}()
 	select {
@@ -285,7 +373,7 @@ func (l *LegoIssuer) Obtain(ctx context.Context, names []string, replaces *x509.
 		if r.err != nil {
 			return Issued{}, classify(r.err, names)
 		}
-		return Issued{ChainPEM: r.res.Certificate, KeyPEM: r.res.PrivateKey, CertURL: r.res.CertURL, Profile: l.profile}, nil
+		return Issued{ChainPEM: r.res.Certificate, KeyPEM: r.res.PrivateKey, CertURL: r.res.CertURL, Profile: profile}, nil
 	}
 }
 
@@ -323,7 +411,7 @@ func failedNames(err error) []string {
 	return out
 }
 
-var domainLine = regexp.MustCompile(`(?m)^\[([a-z0-9.-]+)\] `)
+var domainLine = regexp.MustCompile(`(?m)^\[([a-z0-9.*-]+)\] `)
 
 func walk(err error, fn func(error)) {
 	if err == nil {
@@ -443,12 +531,12 @@ func (l *LazyIssuer) get(ctx context.Context) (*LegoIssuer, error) {
 }
 
 // Obtain implements Issuer.
-func (l *LazyIssuer) Obtain(ctx context.Context, names []string, replaces *x509.Certificate) (Issued, error) {
+func (l *LazyIssuer) Obtain(ctx context.Context, names []string, opts OrderOptions) (Issued, error) {
 	is, err := l.get(ctx)
 	if err != nil {
 		return Issued{}, classify(err, names)
 	}
-	return is.Obtain(ctx, names, replaces)
+	return is.Obtain(ctx, names, opts)
 }
 
 // RenewalInfo implements Issuer.

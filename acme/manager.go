@@ -16,13 +16,19 @@ import (
 
 // Issuer is the narrow view of an ACME CA that the manager needs.
 type Issuer interface {
-	// Obtain orders a certificate for names; replaces is the certificate a
-	// renewal replaces, or nil.
-	Obtain(ctx context.Context, names []string, replaces *x509.Certificate) (Issued, error)
+	// Obtain orders a certificate for names, as opts say.
+	Obtain(ctx context.Context, names []string, opts OrderOptions) (Issued, error)
 	// RenewalInfo returns the CA's suggested window, or nil without ARI.
 	RenewalInfo(ctx context.Context, leaf *x509.Certificate) (*Window, error)
 	// Revoke revokes a certificate.
 	Revoke(ctx context.Context, chainPEM []byte) error
+}
+
+// OrderOptions say how one order is placed.
+type OrderOptions struct {
+	Replaces  *x509.Certificate // the certificate a renewal replaces (ARI), or nil
+	Challenge string            // ChallengeHTTP01 ("" too) or ChallengeDNS01; wildcards always use DNS-01
+	Profile   string            // ACME profile; "" = the issuer's default
 }
 
 // Prober fetches path from nginx with the given Host header and returns
@@ -60,6 +66,12 @@ type Options struct {
 	// UserDir is the read-only directory of the user's own certificates
 	// (usercerts.go); "" or a missing directory means none.
 	UserDir string
+	// Profile is the ACME profile of requests that name none
+	// (BERTH_ACME_PROFILE); a certificate ordered with another is renewed.
+	Profile string
+	// DNS01 says a DNS provider is configured: wildcards and DNS-01
+	// requests are ordered. Without one they get a log line, no order.
+	DNS01 bool
 	// UnusedGrace is how long a certificate no site uses is kept before it
 	// is removed; default DefaultUnusedGrace.
 	UnusedGrace time.Duration
@@ -94,7 +106,7 @@ type Manager struct {
 	bookMu  sync.Mutex // serialises this process's names.json updates with their adoption
 
 	mu         sync.Mutex
-	groups     [][]string
+	groups     []group
 	certs      map[string]*certInfo
 	retired    []*certInfo // replaced by a certificate without some of their names; serve those until expiry
 	names      map[string]NameState
@@ -171,29 +183,35 @@ func randFloat() float64 {
 	return float64(n.Int64()) / (1 << 30)
 }
 
-// Want replaces the set of wanted host lists, and says which hosts have a
-// site now (served, whether or not they want a certificate), so unused
+// Want replaces the set of wanted certificates, and says which hosts have
+// a site now (served, whether or not they want a certificate), so unused
 // certificates can be told from used ones. It never blocks on the CA or
-// on a file lock. Names no public CA can issue are dropped with one log
-// line each.
-func (m *Manager) Want(sets [][]string, served []string) {
-	var clean [][]string
-	for _, set := range sets {
+// on a file lock. Names no CA can issue here are dropped with one log
+// line each: wildcards and DNS-01 requests need a DNS provider.
+func (m *Manager) Want(reqs []CertRequest, served []string) {
+	m.mu.Lock()
+	user := m.userNamesLocked(time.Now())
+	m.mu.Unlock()
+	var clean []CertRequest
+	for _, r := range reqs {
 		var ok []string
-		for _, n := range set {
-			if why := Unissuable(n); why != "" {
-				m.reportOnce(n, "no certificate ordered: "+why)
+		for _, n := range r.Names {
+			if why := m.unorderable(n, r.Challenge); why != "" {
+				if !coveredBy(user, n) { // the user's own certificate serves it: nothing is missing
+					m.reportOnce(n, "no certificate ordered: "+why)
+				}
 				continue
 			}
 			ok = append(ok, n)
 		}
 		if len(ok) > 0 {
-			clean = append(clean, ok)
+			r.Names = ok
+			clean = append(clean, r)
 		}
 	}
-	groups := Groups(clean)
+	groups := groupRequests(clean, m.opts.Profile)
 	m.mu.Lock()
-	changed := !slices.EqualFunc(groups, m.groups, slices.Equal[[]string])
+	changed := !slices.EqualFunc(groups, m.groups, equalGroup)
 	m.groups = groups
 	m.served = make(map[string]bool, len(served))
 	for _, h := range served {
@@ -203,6 +221,21 @@ func (m *Manager) Want(sets [][]string, served []string) {
 	if changed {
 		m.poke()
 	}
+}
+
+// unorderable says why name cannot be ordered by challenge here, or "".
+func (m *Manager) unorderable(name, challenge string) string {
+	if !m.opts.DNS01 && challenge == ChallengeDNS01 {
+		return "DNS-01 is asked for, but no DNS provider is configured (set BERTH_ACME_DNS_PROVIDER)"
+	}
+	if m.opts.DNS01 && IsWildcard(name) {
+		return Unissuable(name[2:])
+	}
+	return Unissuable(name)
+}
+
+func equalGroup(a, b group) bool {
+	return slices.Equal(a.names, b.names) && a.challenge == b.challenge && a.profile == b.profile && a.fallback == b.fallback
 }
 
 // Changed receives (buffered, one pending at most) whenever Certs() may

@@ -82,7 +82,7 @@ func TestObtainStoresFilesAndSurvivesRestartWithoutReissue(t *testing.T) {
 	bubble(t, func(t *testing.T, e *env) {
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test", "www.a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test", "www.a.test"}}), nil)
 		changed(t, m, time.Minute, "the first order")
 		certs := m.Certs()
 		if len(certs) != 2 || certs["a.test"] != certs["www.a.test"] || certs["a.test"].Name != "a.test" {
@@ -104,7 +104,7 @@ func TestObtainStoresFilesAndSurvivesRestartWithoutReissue(t *testing.T) {
 			t.Fatalf("after restart Certs() = %v; stored certificates must be served at once", got)
 		}
 		run(t, restarted)
-		restarted.Want([][]string{{"a.test", "www.a.test"}}, nil)
+		restarted.Want(Requests([][]string{{"a.test", "www.a.test"}}), nil)
 		time.Sleep(time.Hour)
 		if n := e.ca.orderCount(); n != 1 {
 			t.Fatalf("%d orders after a restart; a valid certificate must not be re-issued", n)
@@ -117,7 +117,7 @@ func TestAFailingNameDoesNotHoldBackTheOthersAndItsBackoffPersists(t *testing.T)
 		e.ca.fail["bad.test"] = true
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"bad.test", "good.test"}}, nil)
+		m.Want(Requests([][]string{{"bad.test", "good.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
 		certs := m.Certs()
 		if _, ok := certs["good.test"]; !ok || len(certs) != 1 {
@@ -131,7 +131,7 @@ func TestAFailingNameDoesNotHoldBackTheOthersAndItsBackoffPersists(t *testing.T)
 		before := e.ca.orderCount()
 		restarted := e.manager(t, nil)
 		run(t, restarted)
-		restarted.Want([][]string{{"bad.test", "good.test"}}, nil)
+		restarted.Want(Requests([][]string{{"bad.test", "good.test"}}), nil)
 		time.Sleep(4 * time.Minute)
 		if n := e.ca.orderCount(); n != before {
 			t.Fatalf("restart placed %d new orders during backoff", n-before)
@@ -144,7 +144,7 @@ func TestBackoffDoublesFromFiveMinutes(t *testing.T) {
 		e.ca.fail["a.test"] = true
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		time.Sleep(2*time.Hour + time.Minute)
 		synctest.Wait()
 		e.ca.mu.Lock()
@@ -167,7 +167,7 @@ func TestRateLimitHonoursRetryAfter(t *testing.T) {
 		e.ca.limit = 3 * time.Hour
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		time.Sleep(time.Minute)
 		if got := time.Until(e.names(t)["a.test"].NextAttempt); got != 3*time.Hour-time.Minute {
 			t.Fatalf("retry in %v, want the CA's 3h", got)
@@ -190,7 +190,7 @@ func TestSelfCheckStopsOrdersForABrokenChallengePath(t *testing.T) {
 		})
 		m := e.manager(t, probe)
 		run(t, m)
-		m.Want([][]string{{"broken.test", "ok.test"}}, nil)
+		m.Want(Requests([][]string{{"broken.test", "ok.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
 		for _, order := range e.ca.ordersSoFar() {
 			if slices.Contains(order, "broken.test") {
@@ -210,7 +210,7 @@ func TestUnissuableNamesAreNeverOrdered(t *testing.T) {
 	bubble(t, func(t *testing.T, e *env) {
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}}, nil)
+		m.Want(Requests([][]string{{"app.localhost", "intranet", "10.0.0.1"}, {"real.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
 		if orders := e.ca.ordersSoFar(); len(orders) != 1 || !slices.Equal(orders[0], []string{"real.test"}) {
 			t.Fatalf("orders %v", orders)
@@ -223,7 +223,7 @@ func TestRenewalHappensAtThePlannedTimeAndChangesThePaths(t *testing.T) {
 		e.ca.life = time.Hour // renews at half life, jitter up to 3 minutes earlier
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		changed(t, m, time.Minute, "the first order")
 		first, _ := e.store().Load("a.test")
 		before := m.Certs()["a.test"]
@@ -260,14 +260,14 @@ func TestUnusedCertificatesAreKeptForTheGracePeriodThenRemoved(t *testing.T) {
 		const grace = 3 * time.Hour
 		m := e.managerWith(t, Options{UnusedGrace: grace})
 		run(t, m)
-		m.Want([][]string{{"gone.test"}, {"kept.test"}}, []string{"gone.test", "kept.test"})
+		m.Want(Requests([][]string{{"gone.test"}, {"kept.test"}}), []string{"gone.test", "kept.test"})
 		time.Sleep(time.Minute)
 		if len(m.Certs()) != 2 {
 			t.Fatalf("Certs() = %v", m.Certs())
 		}
 		<-m.Changed() // the stores
 		// gone.test's container stops: no site uses it any more.
-		m.Want([][]string{{"kept.test"}}, []string{"kept.test"})
+		m.Want(Requests([][]string{{"kept.test"}}), []string{"kept.test"})
 		time.Sleep(grace - time.Hour) // last use is kept to the hour
 		if _, ok := m.Certs()["gone.test"]; !ok {
 			t.Fatal("a certificate was dropped before the grace period")
@@ -290,7 +290,7 @@ func TestAFailedRenewalKeepsTheOldCertificateInService(t *testing.T) {
 		e.ca.life = time.Hour
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, []string{"a.test"})
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
 		changed(t, m, time.Minute, "the order")
 		first, _ := e.store().Load("a.test")
 		e.ca.setFail("a.test", true)

@@ -2,11 +2,11 @@ package acme
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -155,7 +155,7 @@ func RevokeHost(ctx context.Context, store Store, stateDir string, issuer Issuer
 // certificate is not due. force also clears the names' backoff and a
 // revocation hold.
 func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer, host string, force bool, now time.Time) (*Stored, error) {
-	if why := Unissuable(host); why != "" {
+	if why := Unissuable(strings.TrimPrefix(host, "*.")); why != "" {
 		return nil, fmt.Errorf("%s: %s", host, why)
 	}
 	book := newNameBook(stateDir, store.Log)
@@ -169,19 +169,20 @@ func RenewHost(ctx context.Context, store Store, stateDir string, issuer Issuer,
 	if force {
 		state = nil // a revoked certificate may be renewed: that is what lifts the hold
 	}
-	names, name := []string{host}, host
-	var replaces *x509.Certificate
+	names, name := []string{host}, CertName(host)
+	var opts OrderOptions
 	if st, err := findCovering(store, host, state); err == nil {
 		due := RenewAt(st.Leaf.NotBefore, st.Leaf.NotAfter, nil, 0)
 		if !force && now.Before(due) {
 			return nil, fmt.Errorf("%s is not due for renewal until %s; use --force to renew now", host, due.Format(time.RFC3339))
 		}
-		names, name, replaces = st.Meta.Domains, st.Name, ariReplaces(st)
+		names, name = st.Meta.Domains, st.Name
+		opts = OrderOptions{Replaces: ariReplaces(st), Challenge: st.Meta.Challenge, Profile: st.Meta.Profile}
 	}
 	if force {
 		if _, _, err := book.update(names, func(s NameState) NameState { return NameState{LastServed: s.LastServed} }); err != nil {
 			return nil, err
 		}
 	}
-	return orderer{store: store, issuer: issuer, update: bookUpdate(book)}.place(ctx, name, names, replaces, now)
+	return orderer{store: store, issuer: issuer, update: bookUpdate(book)}.place(ctx, name, names, opts, now)
 }

@@ -1,6 +1,7 @@
 package acme
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -37,12 +38,14 @@ func bookUpdate(b nameBook) func([]string, func(NameState) NameState) error {
 }
 
 // place checks that cert's path is berth's, orders names, publishes the
-// certificate under cert and clears the names' failures.
-func (o orderer) place(ctx context.Context, cert string, names []string, replaces *x509.Certificate, now time.Time) (*Stored, error) {
+// certificate under cert and clears the names' failures. The meta records
+// the profile and challenge it was ordered with: a profile change renews,
+// and "berth renew" orders it the same way.
+func (o orderer) place(ctx context.Context, cert string, names []string, opts OrderOptions, now time.Time) (*Stored, error) {
 	if err := o.store.Check(cert); err != nil {
 		return nil, err
 	}
-	issued, err := o.issuer.Obtain(ctx, names, replaces)
+	issued, err := o.issuer.Obtain(ctx, names, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +54,7 @@ func (o orderer) place(ctx context.Context, cert string, names []string, replace
 		return nil, fmt.Errorf("CA returned an unreadable certificate: %w", err)
 	}
 	meta := Meta{Domains: leafNames(leaf), Issuer: issuerName(leaf), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
-		CertURL: issued.CertURL, Profile: issued.Profile, Obtained: now.UTC()}
+		CertURL: issued.CertURL, Profile: cmp.Or(issued.Profile, opts.Profile), Challenge: challengeOf(names, opts.Challenge), Obtained: now.UTC()}
 	version, err := o.store.save(cert, issued.ChainPEM, issued.KeyPEM, meta)
 	if err != nil {
 		return nil, err
@@ -83,19 +86,22 @@ func (m *Manager) run(ctx context.Context, j job) {
 		m.fail(j.names, err, 0, log, true)
 		return
 	}
-	names := m.selfCheck(ctx, j.names, log)
-	var replaces *x509.Certificate
+	names := j.names
+	if challengeOf(names, j.order.Challenge) == ChallengeHTTP01 {
+		names = m.selfCheck(ctx, names, log) // DNS-01 names are not reached over HTTP at all
+	}
+	opts := j.order
 	if j.replaces != nil && covers(names, j.replaces.stored.Meta.Domains) {
-		replaces = ariReplaces(j.replaces.stored)
+		opts.Replaces = ariReplaces(j.replaces.stored)
 	}
 	for len(names) > 0 && ctx.Err() == nil {
 		if len(names) < len(j.names) && m.stillCovered(names, time.Now()) {
 			log.WithField("remaining", strings.Join(names, ",")).Info("keeping the valid certificate that covers the remaining names; no order without the failing ones")
 			return
 		}
-		log.WithField("renewal", j.renewal).Info("ordering certificate")
+		log.WithFields(logrus.Fields{"renewal": j.renewal, "challenge": challengeOf(names, opts.Challenge), "profile": opts.Profile}).Info("ordering certificate")
 		began := time.Now()
-		st, err := m.order.place(ctx, j.cert, names, replaces, began)
+		st, err := m.order.place(ctx, j.cert, names, opts, began)
 		m.obs.placed(st != nil, err, time.Since(began))
 		if st != nil {
 			m.adopt(st, log)
@@ -118,7 +124,7 @@ func (m *Manager) run(ctx context.Context, j job) {
 		}
 		m.fail(oe.Failed, err, 0, log, false)
 		names = without(names, oe.Failed)
-		replaces = nil
+		opts.Replaces = nil
 	}
 }
 
@@ -153,6 +159,15 @@ func ariReplaces(st *Stored) *x509.Certificate {
 		return nil
 	}
 	return st.Leaf
+}
+
+// challengeOf is the challenge an order for names uses: DNS-01 when asked
+// or when a name is a wildcard, else HTTP-01.
+func challengeOf(names []string, asked string) string {
+	if asked == ChallengeDNS01 || slices.ContainsFunc(names, IsWildcard) {
+		return ChallengeDNS01
+	}
+	return ChallengeHTTP01
 }
 
 func without(names, drop []string) []string {

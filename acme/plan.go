@@ -43,6 +43,7 @@ type job struct {
 	names    []string // names to order
 	replaces *certInfo
 	renewal  bool
+	order    OrderOptions // challenge and profile; Replaces is set when the order is placed
 }
 
 // Groups merges host sets that share a name, so each name is in exactly one
@@ -91,27 +92,30 @@ func Groups(sets [][]string) [][]string {
 // certificate places no new order (a host list that loses its first host
 // keeps the certificate it has), and a renewal waits while one of the
 // certificate's names is backed off, unless the certificate is close to
-// expiry (then the failing name is split off). Pure.
-func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]NameState, running map[string]bool, now time.Time) ([]job, time.Time) {
+// expiry (then the failing name is split off). A certificate ordered with
+// another profile than its group now wants is due at once. Pure.
+func planJobs(groups []group, certs map[string]*certInfo, names map[string]NameState, running map[string]bool, now time.Time) ([]job, time.Time) {
 	var fresh, renewals []job
 	next := now.Add(maxSleep)
 	planned := map[string]bool{} // certificate names with a job: one order per name at a time
-	for _, g := range groups {
+	for _, gr := range groups {
+		g, how := gr.names, OrderOptions{Challenge: gr.challenge, Profile: gr.profile}
+		name := CertName(g[0])
 		eligible, held := splitEligible(g, names, now)
 		for _, n := range held {
 			next = earliest(next, names[n].NextAttempt)
 		}
-		if len(eligible) == 0 || running[g[0]] {
+		if len(eligible) == 0 || running[name] {
 			continue
 		}
-		have := covering(certs, names, eligible, g[0], now)
+		have := covering(certs, names, eligible, name, now)
 		switch {
-		case have == nil && !planned[g[0]]:
-			planned[g[0]] = true
-			fresh = append(fresh, job{cert: g[0], names: eligible})
+		case have == nil && !planned[name]:
+			planned[name] = true
+			fresh = append(fresh, job{cert: name, names: eligible, order: how})
 		case have == nil:
 		case running[have.stored.Name] || planned[have.stored.Name]:
-		case now.Before(have.renewAt):
+		case now.Before(have.renewAt) && !gr.profileStale(have.stored.Meta.Profile):
 			next = earliest(next, have.renewAt)
 		case heldBack(have, held) && !closeToExpiry(have.leaf(), now):
 			// Renewing now would drop the failing names from a certificate
@@ -120,7 +124,7 @@ func planJobs(groups [][]string, certs map[string]*certInfo, names map[string]Na
 			next = earliest(next, splitAt(have.leaf()))
 		default:
 			planned[have.stored.Name] = true
-			renewals = append(renewals, job{cert: have.stored.Name, names: eligible, replaces: have, renewal: true})
+			renewals = append(renewals, job{cert: have.stored.Name, names: eligible, replaces: have, renewal: true, order: how})
 		}
 	}
 	return append(fresh, renewals...), next

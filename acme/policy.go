@@ -62,11 +62,12 @@ func RetryAfter(now time.Time, n int, caRetry time.Duration) time.Time {
 
 // Unissuable says why no public CA can issue a certificate for name, or ""
 // when it can: localhost names, IP literals, single-label names, and
-// wildcards (they need DNS-01, which berth does not do yet).
+// wildcards unless a DNS provider answers DNS-01 (the manager checks the
+// rest of a wildcard when one does).
 func Unissuable(name string) string {
 	switch {
 	case strings.Contains(name, "*"):
-		return "wildcard names need a DNS-01 challenge, which berth does not support yet (set proxy.acme=off to silence this)"
+		return "wildcard names need a DNS-01 challenge: set BERTH_ACME_DNS_PROVIDER (or proxy.acme=off to silence this)"
 	case name == "localhost" || strings.HasSuffix(name, ".localhost"):
 		return "localhost names cannot get a public certificate"
 	case isIP(name):

@@ -79,7 +79,7 @@ func TestPlanPutsNewCertificatesBeforeRenewalsAndSkipsBackedOffNames(t *testing.
 		"later.test": stored("later.test", now.Add(48*time.Hour)),
 	}
 	names := map[string]NameState{"wait.test": {NextAttempt: now.Add(time.Hour)}}
-	groups := [][]string{{"due.test"}, {"later.test"}, {"new.test"}, {"wait.test"}}
+	groups := groupRequests(Requests([][]string{{"due.test"}, {"later.test"}, {"new.test"}, {"wait.test"}}), "")
 	jobs, next := planJobs(groups, certs, names, map[string]bool{}, now)
 	if len(jobs) != 2 || jobs[0].cert != "new.test" || jobs[0].renewal || jobs[1].cert != "due.test" || !jobs[1].renewal {
 		t.Fatalf("jobs %+v, want new.test then the renewal of due.test", jobs)
@@ -100,7 +100,7 @@ func TestPlanPlacesOneOrderPerCertificateWhenGroupsShareOne(t *testing.T) {
 	now := t0
 	shared := &certInfo{stored: &Stored{Name: "a.test", Meta: Meta{Domains: []string{"a.test", "b.test"}},
 		Leaf: leafFor(now.Add(-60*24*time.Hour), now.Add(30*24*time.Hour))}, renewAt: now.Add(-time.Hour)}
-	jobs, _ := planJobs([][]string{{"a.test"}, {"b.test"}}, map[string]*certInfo{"a.test": shared}, nil, map[string]bool{}, now)
+	jobs, _ := planJobs(groupRequests(Requests([][]string{{"a.test"}, {"b.test"}}), ""), map[string]*certInfo{"a.test": shared}, nil, map[string]bool{}, now)
 	if len(jobs) != 1 || jobs[0].cert != "a.test" {
 		t.Fatalf("jobs %+v: two groups sharing one certificate must not race two orders onto its name", jobs)
 	}

@@ -13,7 +13,7 @@ func TestARenewalKeepsAFailingNameUntilTheCertificateIsCloseToExpiry(t *testing.
 		e.ca.life = time.Hour // renewal from 27-30 min, close to expiry at 50 min
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test", "b.test"}}, []string{"a.test", "b.test"})
+		m.Want(Requests([][]string{{"a.test", "b.test"}}), []string{"a.test", "b.test"})
 		changed(t, m, time.Minute, "the order")
 		first, _ := e.store().Load("a.test")
 		e.ca.setFail("b.test", true)
@@ -53,9 +53,9 @@ func TestAHostListThatShrinksPlacesNoOrderWhileAValidCertificateCoversIt(t *test
 	bubble(t, func(t *testing.T, e *env) {
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test", "b.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test", "b.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
-		m.Want([][]string{{"b.test"}}, nil) // a.test, the certificate's name, goes away
+		m.Want(Requests([][]string{{"b.test"}}), nil) // a.test, the certificate's name, goes away
 		time.Sleep(24 * time.Hour)
 		if orders := e.ca.ordersSoFar(); len(orders) != 1 {
 			t.Fatalf("orders %v: b.test is covered by a valid certificate", orders)
@@ -70,7 +70,7 @@ func TestChangedFiresWhenAnotherProcessRenewsOrRevokes(t *testing.T) {
 	bubble(t, func(t *testing.T, e *env) {
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, []string{"a.test"})
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
 		changed(t, m, time.Minute, "the order")
 		before := m.Certs()["a.test"]
 
@@ -102,7 +102,7 @@ func TestPlanFindsAnyValidCertificateCoveringTheNames(t *testing.T) {
 	ci := &certInfo{stored: &Stored{Name: "old-first.test", Meta: Meta{Domains: []string{"b.test", "old-first.test"}}},
 		renewAt: now.Add(time.Hour)}
 	ci.stored.Leaf = leafFor(now.Add(-time.Hour), now.Add(90*24*time.Hour))
-	jobs, next := planJobs([][]string{{"b.test"}}, map[string]*certInfo{"old-first.test": ci}, nil, map[string]bool{}, now)
+	jobs, next := planJobs(groupRequests(Requests([][]string{{"b.test"}}), ""), map[string]*certInfo{"old-first.test": ci}, nil, map[string]bool{}, now)
 	if len(jobs) != 0 || !next.Equal(now.Add(time.Hour)) {
 		t.Fatalf("jobs %+v, next %v: want none until the covering certificate's renewal", jobs, next)
 	}

@@ -15,7 +15,7 @@ func TestCertStatusReportsCertificatesFailingNamesAndOrderCounts(t *testing.T) {
 		e.ca.fail["bad.test"] = true
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"bad.test", "good.test"}}, nil)
+		m.Want(Requests([][]string{{"bad.test", "good.test"}}), nil)
 		changed(t, m, time.Minute, "the order")
 		// Changed fires when the certificate is adopted, just before the
 		// order's goroutine ends; wait until it has.
@@ -47,7 +47,7 @@ func TestRateLimitedOrdersAreCountedApart(t *testing.T) {
 		e.ca.limit = time.Hour
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		time.Sleep(time.Minute)
 		p := m.CertStatus(time.Now())
 		if p.OrderCounts[status.OrderRateLimited] != 1 || p.OrderCounts[status.OrderFailed] != 0 {

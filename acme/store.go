@@ -33,7 +33,8 @@ type Meta struct {
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	CertURL   string    `json:"cert_url,omitempty"`
-	Profile   string    `json:"profile,omitempty"`
+	Profile   string    `json:"profile,omitempty"`   // the ACME profile it was ordered with
+	Challenge string    `json:"challenge,omitempty"` // http-01 or dns-01, as it was ordered
 	Obtained  time.Time `json:"obtained"`
 	// Source is SourceUser for a copy of the user's own certificate,
 	// SourceImport for one "berth import" brought in, empty when berth

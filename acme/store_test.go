@@ -17,7 +17,7 @@ import (
 // "berth renew" or a restored backup would leave it.
 func (e *env) save(t *testing.T, name string, names ...string) {
 	t.Helper()
-	issued, err := e.ca.Obtain(context.Background(), names, nil)
+	issued, err := e.ca.Obtain(context.Background(), names, OrderOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestCertsNamesVersionsAndOldOnesGoOnlyWhenNoNginxFileNamesThem(t *testing.T
 	bubble(t, func(t *testing.T, e *env) {
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, []string{"a.test"})
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
 		changed(t, m, time.Minute, "the order")
 		first := m.Certs()["a.test"]
 		if !strings.Contains(first.Chain, string(filepath.Separator)+versionsDir+string(filepath.Separator)) {
@@ -224,7 +224,7 @@ func TestAForeignDirectoryAtACertificatePathIsReportedBeforeAnyOrder(t *testing.
 		}
 		m := e.manager(t, nil)
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, nil)
+		m.Want(Requests([][]string{{"a.test"}}), nil)
 		time.Sleep(6 * time.Minute) // past the first backoff
 		if n := e.ca.orderCount(); n != 0 {
 			t.Fatalf("%d orders for a name whose certificate berth could not publish", n)
@@ -243,7 +243,7 @@ func BenchmarkRefreshOf200Certificates(b *testing.B) {
 	e := &env{certs: b.TempDir(), state: b.TempDir(), webroot: b.TempDir(), ca: newFakeCA(b)}
 	for i := range 200 {
 		name := fmt.Sprintf("h%d.test", i)
-		issued, _ := e.ca.Obtain(context.Background(), []string{name}, nil)
+		issued, _ := e.ca.Obtain(context.Background(), []string{name}, OrderOptions{})
 		if err := e.store().Save(name, issued.ChainPEM, issued.KeyPEM, Meta{}); err != nil {
 			b.Fatal(err)
 		}

@@ -141,22 +141,26 @@ func nameMatches(pattern, name string) bool {
 	return ok && strings.HasPrefix(suffix, ".") && i > 0 && name[i:] == suffix
 }
 
+// coveredBy reports whether one of the name lists covers name. Pure.
+func coveredBy(covering [][]string, name string) bool {
+	return slices.ContainsFunc(covering, func(names []string) bool {
+		return slices.ContainsFunc(names, func(p string) bool { return nameMatches(p, name) })
+	})
+}
+
 // withoutCovered drops from each group the names a user certificate
 // covers (wildcards included: berth orders nothing a valid user
 // certificate can serve), and groups left empty. Pure.
-func withoutCovered(groups [][]string, covering [][]string) [][]string {
+func withoutCovered(groups []group, covering [][]string) []group {
 	if len(covering) == 0 {
 		return groups
 	}
-	var out [][]string
+	var out []group
 	for _, g := range groups {
-		left := slices.DeleteFunc(slices.Clone(g), func(n string) bool {
-			return slices.ContainsFunc(covering, func(names []string) bool {
-				return slices.ContainsFunc(names, func(p string) bool { return nameMatches(p, n) })
-			})
-		})
+		left := slices.DeleteFunc(slices.Clone(g.names), func(n string) bool { return coveredBy(covering, n) })
 		if len(left) > 0 {
-			out = append(out, left)
+			g.names = left
+			out = append(out, g)
 		}
 	}
 	return out

@@ -162,11 +162,15 @@ func TestExpiryWarningFromTwoWeeksBeforeOnceADay(t *testing.T) {
 }
 
 func TestNamesAUserCertificateCoversAreNotOrdered(t *testing.T) {
-	groups := [][]string{{"a.test", "www.a.test"}, {"x.wild.test"}, {"a.b.wild.test"}, {"other.test"}}
+	groups := []group{{names: []string{"a.test", "www.a.test"}, profile: "p"}, {names: []string{"x.wild.test"}},
+		{names: []string{"a.b.wild.test"}}, {names: []string{"other.test"}, challenge: ChallengeDNS01}}
 	got := withoutCovered(groups, [][]string{{"a.test"}, {"*.wild.test"}})
-	want := [][]string{{"www.a.test"}, {"a.b.wild.test"}, {"other.test"}}
-	if !slices.EqualFunc(got, want, slices.Equal[[]string]) {
-		t.Fatalf("withoutCovered = %q, want %q", got, want)
+	want := []group{{names: []string{"www.a.test"}, profile: "p"}, {names: []string{"a.b.wild.test"}},
+		{names: []string{"other.test"}, challenge: ChallengeDNS01}}
+	if !slices.EqualFunc(got, want, func(a, b group) bool {
+		return slices.Equal(a.names, b.names) && a.challenge == b.challenge && a.profile == b.profile
+	}) {
+		t.Fatalf("withoutCovered = %+v, want %+v", got, want)
 	}
 }
 
@@ -183,7 +187,7 @@ func TestAUserCertificateWinsOverAStoredOneAndIsNeverOrderedOrRenewed(t *testing
 		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), uc, uk)
 		m := e.managerWith(t, Options{UserDir: user})
 		run(t, m)
-		m.Want([][]string{{"a.test", "b.test", "c.test"}}, []string{"a.test", "b.test", "c.test"})
+		m.Want(Requests([][]string{{"a.test", "b.test", "c.test"}}), []string{"a.test", "b.test", "c.test"})
 		time.Sleep(time.Minute)
 		certs := m.Certs()
 		for _, h := range []string{"a.test", "b.test"} {
@@ -234,7 +238,7 @@ func TestABadUserCertificateIsIgnoredAndTheStoredOneServed(t *testing.T) {
 		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), uc, otherKey)
 		m := e.managerWith(t, Options{UserDir: user})
 		run(t, m)
-		m.Want([][]string{{"a.test"}}, []string{"a.test"})
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
 		time.Sleep(time.Minute)
 		if got := m.Certs()["a.test"]; !strings.Contains(got.Chain, "/.berth/a.test/") {
 			t.Fatalf("a.test served from %q, want berth's own certificate", got.Chain)

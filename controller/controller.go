@@ -48,6 +48,13 @@ type CertFiles struct {
 	Chain, Key, Serial string
 }
 
+// CertRequest is one certificate a route wants and how to order it.
+type CertRequest struct {
+	Names     []string
+	Challenge string // ChallengeHTTP01 or ChallengeDNS01
+	Profile   string // ACME profile; "" is the manager's default
+}
+
 // Certificates is what the loop needs of the certificate manager. The
 // manager says what changed through Changed; the loop tells it what is
 // wanted and which files the config on disk refers to. None of these block.
@@ -55,9 +62,9 @@ type Certificates interface {
 	// Certs returns, per host, the certificate to serve. A renewal gives a
 	// new path, so the config bytes change and nginx reloads.
 	Certs() map[string]CertFiles
-	// Want says which host lists want a certificate and which hosts have a
-	// site at all.
-	Want(sets [][]string, served []string)
+	// Want says which certificates are wanted and how to order them, and
+	// which hosts have a site at all.
+	Want(reqs []CertRequest, served []string)
 	// InUse lists every certificate file berth's nginx files on disk refer
 	// to, so versions still referenced are never removed.
 	InUse(files []string)

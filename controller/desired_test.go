@@ -161,8 +161,8 @@ func TestAStoppedContainerKeepsItsHostWithoutABackendAndNginxIsNeverRouted(t *te
 	if l := site(t, cfg, "b.test").Locations; len(l) != 1 || !slices.Equal(l[0].Backends, []string{"172.18.0.3:80"}) {
 		t.Fatalf("b.test locations %+v, want only the running replica", l)
 	}
-	if len(certSets(wants)) != 3 {
-		t.Fatalf("cert sets %v: a stopped container keeps wanting its certificate", certSets(wants))
+	if len(certRequests(wants)) != 3 {
+		t.Fatalf("cert requests %v: a stopped container keeps wanting its certificate", certRequests(wants))
 	}
 	if len(ps) != 1 || ps[0].Container != "x" || !strings.Contains(ps[0].Reason, "shares no network with nginx") {
 		t.Fatalf("problems %v, want one for x naming the networks", ps)

@@ -20,6 +20,9 @@ const (
 	LabelNetwork         = "proxy.network"
 	LabelHTTPS           = "proxy.https"
 	LabelACME            = "proxy.acme"
+	LabelACMEChallenge   = "proxy.acme-challenge"
+	LabelACMEProfile     = "proxy.acme-profile"
+	LabelCertPerHost     = "proxy.cert-per-host"
 	LabelNginx           = "proxy.nginx"
 	LabelScheme          = "proxy.scheme"
 	LabelStripPath       = "proxy.strip-path"
@@ -37,9 +40,9 @@ const (
 
 // routeOptions are the options a route takes, as label suffixes after
 // "proxy." (default route) or "proxy.<route>." (named route).
-var routeOptions = []string{"host", "port", "path", "network", "https", "acme", "scheme", "strip-path", "hsts",
-	"redirect-from", "max-body-size", "connect-timeout", "read-timeout", "send-timeout", "basic-auth", "allow",
-	"server-snippet", "location-snippet"}
+var routeOptions = []string{"host", "port", "path", "network", "https", "acme", "acme-challenge", "acme-profile",
+	"cert-per-host", "scheme", "strip-path", "hsts", "redirect-from", "max-body-size", "connect-timeout",
+	"read-timeout", "send-timeout", "basic-auth", "allow", "server-snippet", "location-snippet"}
 
 // ownOptions are not inherited by named routes from the unnamed labels:
 // they say where a route is, the rest say how it is served.
@@ -60,11 +63,19 @@ type Route struct {
 	Network string   // "" : the network shared with nginx
 	HTTPS   string   // one of nginxconf.HTTPS*
 	ACME    bool
+	Cert    CertOptions
 	Site    SiteOptions
 	// Loc carries the per-location options (scheme, strip-path, body
 	// size, timeouts, basic auth, allow-list, snippet) in the model's own
 	// type; "" or nil is "not set". Desired fills in Path and Backends.
 	Loc nginxconf.Location
+}
+
+// CertOptions say how a route's certificate is ordered.
+type CertOptions struct {
+	Challenge string // ChallengeHTTP01 or ChallengeDNS01 (wildcards use DNS-01 whatever this says)
+	Profile   string // ACME profile; "" is BERTH_ACME_PROFILE
+	PerHost   bool   // one certificate per name instead of one for the route's names
 }
 
 // SiteOptions are the options of a route that belong to its hosts' server
@@ -160,6 +171,7 @@ func redact(label, v string) string {
 func parseRoute(name string, opts map[string]string, d Defaults) (Route, []LabelError) {
 	var errs []LabelError
 	r := Route{Name: name, Path: "/", HTTPS: nginxconf.HTTPSRedirect, ACME: true}
+	r.Cert.Challenge = or(d.ACMEChallenge, ChallengeHTTP01)
 	r.Loc.MaxBodySize = or(d.MaxBodySize, "0")
 	r.Loc.ConnectTimeout, r.Loc.ReadTimeout, r.Loc.SendTimeout = d.ConnectTimeout, d.ReadTimeout, d.SendTimeout
 	r.Site.HSTS = hstsValue(or(d.HSTS, DefaultHSTS))
@@ -194,6 +206,12 @@ func (r *Route) set(opt, v string, d Defaults) error {
 		r.HTTPS, err = oneOf(v, nginxconf.HTTPSRedirect, nginxconf.HTTPSBoth, nginxconf.HTTPSOnly, nginxconf.HTTPSOff)
 	case "acme":
 		r.ACME, err = onOff(v)
+	case "acme-challenge":
+		r.Cert.Challenge, err = oneOf(v, ChallengeHTTP01, ChallengeDNS01)
+	case "acme-profile":
+		r.Cert.Profile, err = parseProfile(v)
+	case "cert-per-host":
+		r.Cert.PerHost, err = onOff(v)
 	case "scheme":
 		r.Loc.Scheme, err = oneOf(v, nginxconf.SchemeHTTP, nginxconf.SchemeHTTPS, nginxconf.SchemeGRPC, nginxconf.SchemeGRPCS)
 	case "strip-path":

@@ -70,6 +70,11 @@ func TestParseLabelsRejectsWithLabelValueAndReason(t *testing.T) {
 		{"proxy.network", "net work", "network name"},
 		{"proxy.https", "always", "one of"},
 		{"proxy.acme", "yes", "one of"},
+		{"proxy.acme-challenge", "tls-alpn-01", "one of http-01, dns-01"},
+		{"proxy.acme-challenge", "dns", "one of http-01, dns-01"},
+		{"proxy.acme-profile", "short lived", "ACME profile name"},
+		{"proxy.acme-profile", "x;y", "ACME profile name"},
+		{"proxy.cert-per-host", "yes", "one of on, off"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.label+"="+tc.value, func(t *testing.T) {

@@ -184,7 +184,7 @@ func (c *Controller) tellWanted(cfg nginxconf.Config, wants []Want) {
 	for i, s := range cfg.Sites {
 		served[i] = s.Host
 	}
-	c.opts.Certs.Want(certSets(wants), served)
+	c.opts.Certs.Want(certRequests(wants), served)
 }
 
 // tellInUse reports the certificate files the config on disk refers to,
@@ -261,15 +261,27 @@ func HTTP2Mode(nginxV string) string {
 	return nginxconf.HTTP2Listen
 }
 
-// certSets lists the host lists that want a certificate. Pure.
-func certSets(wants []Want) [][]string {
-	var sets [][]string
+// certRequests lists the certificates the routes want: one per route, or
+// one per name with proxy.cert-per-host=on, each with the route's challenge
+// and profile. Pure.
+func certRequests(wants []Want) []CertRequest {
+	var reqs []CertRequest
 	for _, w := range wants {
-		if w.Route.ACME {
-			sets = append(sets, w.CertNames())
+		if !w.Route.ACME {
+			continue
+		}
+		names := [][]string{w.CertNames()}
+		if w.Route.Cert.PerHost {
+			names = names[:0]
+			for _, n := range w.CertNames() {
+				names = append(names, []string{n})
+			}
+		}
+		for _, ns := range names {
+			reqs = append(reqs, CertRequest{Names: ns, Challenge: w.Route.Cert.Challenge, Profile: w.Route.Cert.Profile})
 		}
 	}
-	return sets
+	return reqs
 }
 
 // Render computes the files berth would write for the current Docker

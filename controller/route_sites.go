@@ -43,7 +43,7 @@ func buildSites(wants []Want, certs map[string]nginxconf.TLS) ([]nginxconf.Site,
 	out := make([]nginxconf.Site, 0, len(sites))
 	for _, h := range sortedKeys(sites) {
 		s := *sites[h]
-		if tls, ok := certs[h]; ok {
+		if tls, ok := CertFor(certs, h); ok {
 			s.TLS = &tls
 		}
 		out = append(out, s)
@@ -173,4 +173,20 @@ func httpsRank(mode string) int {
 		return 2
 	}
 	return 3
+}
+
+// CertFor finds the certificate that serves host: its own, else the
+// wildcard one label up ("*.example.com" for "a.example.com", as TLS
+// wildcards match one label and no more), so a wildcard certificate covers
+// the exact hosts that have none of their own. Pure.
+func CertFor[V any](certs map[string]V, host string) (V, bool) {
+	if v, ok := certs[host]; ok {
+		return v, true
+	}
+	if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") && !isWildcard(host) {
+		v, ok := certs["*."+parent]
+		return v, ok
+	}
+	var zero V
+	return zero, false
 }

@@ -57,8 +57,8 @@ func TestRedirectFromHostsRedirectToTheFirstHostAndShareItsCertificate(t *testin
 	if r.RedirectTo != "example.com" || len(r.Locations) != 0 || r.TLS == nil || r.HSTS != DefaultHSTS {
 		t.Fatalf("redirect site %+v", r)
 	}
-	if got := certSets(wants); len(got) != 1 || !slices.Equal(got[0], []string{"b.example.com", "example.com", "www.example.com"}) {
-		t.Fatalf("certificate sets %v", got)
+	if got := certRequests(wants); len(got) != 1 || !slices.Equal(got[0].Names, []string{"b.example.com", "example.com", "www.example.com"}) {
+		t.Fatalf("certificate requests %v", got)
 	}
 }
 
@@ -125,11 +125,11 @@ func TestWildcardHostsGetSitesAndAskForNoCertificateOnlyWhenACMEIsOff(t *testing
 	if len(ps) > 0 || !slices.Equal(hosts(cfg), []string{"*.example.com", "example.*"}) {
 		t.Fatalf("problems %v hosts %v", ps, hosts(cfg))
 	}
-	if len(certSets(wants)) != 1 {
+	if len(certRequests(wants)) != 1 {
 		t.Fatal("the wildcard names are not handed to the certificate manager, which says why it cannot order them")
 	}
 	c.Labels["proxy.acme"] = "off"
-	if _, wants, _ := Desired([]Container{c, testNginx}, Inputs{Nginx: testNginx}); len(certSets(wants)) != 0 {
+	if _, wants, _ := Desired([]Container{c, testNginx}, Inputs{Nginx: testNginx}); len(certRequests(wants)) != 0 {
 		t.Fatal("proxy.acme=off still wants a certificate")
 	}
 }

@@ -24,7 +24,14 @@ type Defaults struct {
 	ConnectTimeout, ReadTimeout, SendTimeout string // BERTH_PROXY_*_TIMEOUT; "" not rendered
 	HSTS                                     string // BERTH_HSTS; "" is DefaultHSTS, "off" none
 	Snippets                                 bool   // BERTH_SNIPPETS=on
+	ACMEChallenge                            string // BERTH_ACME_CHALLENGE; "" is ChallengeHTTP01
 }
+
+// The ACME challenges proxy.acme-challenge and BERTH_ACME_CHALLENGE name.
+const (
+	ChallengeHTTP01 = "http-01"
+	ChallengeDNS01  = "dns-01"
+)
 
 // Validate checks and normalises the settings with the labels' own parsers.
 func (d Defaults) Validate() (Defaults, error) {
@@ -42,7 +49,20 @@ func (d Defaults) Validate() (Defaults, error) {
 	check("BERTH_PROXY_READ_TIMEOUT", &d.ReadTimeout, ParseTimeout)
 	check("BERTH_PROXY_SEND_TIMEOUT", &d.SendTimeout, ParseTimeout)
 	check("BERTH_HSTS", &d.HSTS, ParseHSTS)
+	check("BERTH_ACME_CHALLENGE", &d.ACMEChallenge, func(v string) (string, error) { return oneOf(v, ChallengeHTTP01, ChallengeDNS01) })
 	return d, err
+}
+
+var profileName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$`)
+
+// parseProfile reads an ACME profile name (RFC draft "profiles": a short
+// token such as classic, tlsserver or shortlived).
+func parseProfile(v string) (string, error) {
+	p := strings.TrimSpace(v)
+	if !profileName.MatchString(p) {
+		return "", fmt.Errorf("must be an ACME profile name: 1-64 letters, digits, dots, dashes or underscores (e.g. shortlived)")
+	}
+	return p, nil
 }
 
 func parsePort(v string) (int, error) {

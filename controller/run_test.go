@@ -102,7 +102,7 @@ func (f *fakeCerts) Certs() map[string]CertFiles {
 	defer f.mu.Unlock()
 	return f.certs
 }
-func (f *fakeCerts) Want([][]string, []string) {}
+func (f *fakeCerts) Want([]CertRequest, []string) {}
 func (f *fakeCerts) InUse(files []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -40,7 +41,7 @@ func (c *Controller) expectServed(cfg nginxconf.Config, certs map[string]CertFil
 	live := map[string]bool{}
 	for _, s := range cfg.Sites {
 		live[s.Host] = true
-		f, ok := certs[s.Host]
+		f, ok := CertFor(certs, s.Host)
 		if s.TLS == nil || s.HTTPS == nginxconf.HTTPSOff || !ok || f.Serial == "" {
 			continue
 		}
@@ -64,7 +65,7 @@ func (c *Controller) checkServed(ctx context.Context, now time.Time, log *logrus
 	}
 	for _, host := range sortedKeys(c.verify) {
 		want := c.verify[host]
-		got, err := c.nginx.ServedSerial(ctx, host)
+		got, err := c.nginx.ServedSerial(ctx, sniFor(host))
 		if err == nil && got == want {
 			delete(c.verify, host)
 			log.WithFields(logrus.Fields{"host": host, "serial": want}).Info("nginx serves the stored certificate")
@@ -91,4 +92,13 @@ func (c *Controller) checkServed(ctx context.Context, now time.Time, log *logrus
 		c.unconfirmed = true // the next pass validates and signals again
 	}
 	return errServed
+}
+
+// sniFor is the name a handshake asks for to reach host's server block: a
+// wildcard host is asked for through one name it matches.
+func sniFor(host string) string {
+	if rest, ok := strings.CutPrefix(host, "*."); ok {
+		return "berth-check." + rest
+	}
+	return host
 }

@@ -292,12 +292,23 @@ func SafeProblem(p Problem) Problem {
 }
 
 // certFor finds the certificate that covers host, the one that expires
-// last when several do.
+// last when several do; a host with none of its own is covered by a
+// wildcard one label up, as nginx serves it (controller.CertFor).
 func certFor(certs []Certificate, host string) *Certificate {
+	if c := certCovering(certs, host); c != nil || strings.HasPrefix(host, "*.") {
+		return c
+	}
+	if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") {
+		return certCovering(certs, "*."+parent)
+	}
+	return nil
+}
+
+func certCovering(certs []Certificate, name string) *Certificate {
 	var best *Certificate
 	for i := range certs {
 		c := &certs[i]
-		if !slices.Contains(c.Names, host) {
+		if !slices.Contains(c.Names, name) {
 			continue
 		}
 		// The user's own certificate wins over berth's, as in acme.Manager.Certs.

@@ -296,3 +296,17 @@ func TestStatusAndWhySayAUserCertificateIsTheUsersOwn(t *testing.T) {
 		t.Errorf("why lacks the user's certificate:\n%s", text)
 	}
 }
+
+func TestAHostUnderAWildcardIsLinkedToTheWildcardCertificate(t *testing.T) {
+	certs := []Certificate{{Name: "_.w.example.com", Names: []string{"*.w.example.com"}}, {Name: "own.w.example.com", Names: []string{"own.w.example.com"}}}
+	for host, want := range map[string]string{"a.w.example.com": "_.w.example.com", "own.w.example.com": "own.w.example.com",
+		"*.w.example.com": "_.w.example.com", "a.b.w.example.com": "", "*.x.w.example.com": ""} {
+		got := ""
+		if c := certFor(certs, host); c != nil {
+			got = c.Name
+		}
+		if got != want {
+			t.Errorf("certFor(%s) = %q, want %q", host, got, want)
+		}
+	}
+}

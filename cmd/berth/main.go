@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
@@ -176,10 +177,22 @@ func newNginx(engine controller.Engine, s settings) *controller.Nginx {
 
 // newManager builds the certificate manager; the CA is contacted only when
 // a host first needs a certificate.
+//
+// A DNS provider is configured here, once; one that cannot be (unknown
+// name, missing variables) is logged now and fails each DNS-01 order with
+// the same error, with backoff, while HTTP-01 orders go on.
 func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
+	cfg := withLog(s.accountConfig(), log)
+	if s.ACMEDNSProvider != "" && s.acmeEnabled() {
+		if err := cfg.DNS.Err(); err != nil {
+			log.WithError(err).Error("DNS-01 orders will fail until the DNS provider is fixed; HTTP-01 orders go on")
+		} else {
+			log.WithFields(logrus.Fields{"provider": s.ACMEDNSProvider, "resolvers": strings.Join(s.ACMEDNSResolvers, ",")}).Info("DNS-01 through lego's DNS provider")
+		}
+	}
 	var issuer acme.Issuer = noCA{}
 	if s.acmeEnabled() {
-		issuer = &acme.LazyIssuer{Config: withLog(s.accountConfig(), log)}
+		issuer = &acme.LazyIssuer{Config: cfg}
 	}
 	return acme.NewManager(acme.Options{
 		Store:    acme.Store{Dir: s.CertsDir},
@@ -189,6 +202,8 @@ func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager
 		UserDir:  s.UserCertsDir,
 		Probe:    probe,
 		Log:      log.WithField("component", "acme"),
+		Profile:  s.ACMEProfile,
+		DNS01:    s.ACMEDNSProvider != "",
 	})
 }
 
@@ -215,11 +230,15 @@ func (c certificates) Certs() map[string]controller.CertFiles {
 	return out
 }
 
-func (c certificates) Want(sets [][]string, served []string) {
+func (c certificates) Want(reqs []controller.CertRequest, served []string) {
 	if c.noOrders {
-		sets = nil
+		reqs = nil
 	}
-	c.m.Want(sets, served)
+	out := make([]acme.CertRequest, len(reqs))
+	for i, r := range reqs {
+		out[i] = acme.CertRequest{Names: r.Names, Challenge: r.Challenge, Profile: r.Profile}
+	}
+	c.m.Want(out, served)
 }
 func (c certificates) InUse(files []string)     { c.m.InUse(files) }
 func (c certificates) Changed() <-chan struct{} { return c.m.Changed() }
@@ -230,7 +249,7 @@ type noCA struct{}
 
 var errNoCA = errors.New("BERTH_ACME_CA=off: no CA")
 
-func (noCA) Obtain(context.Context, []string, *x509.Certificate) (acme.Issued, error) {
+func (noCA) Obtain(context.Context, []string, acme.OrderOptions) (acme.Issued, error) {
 	return acme.Issued{}, errNoCA
 }
 func (noCA) RenewalInfo(context.Context, *x509.Certificate) (*acme.Window, error) {

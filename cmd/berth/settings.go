@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,6 +26,8 @@ type settings struct {
 	ACMEEmail, ACMECA, ACMECARoots       string
 	ACMEEABKID, ACMEEABHMAC              string
 	ACMEKeyType, ACMEProfile             string
+	ACMEDNSProvider                      string   // BERTH_ACME_DNS_PROVIDER: a lego DNS provider name
+	ACMEDNSResolvers                     []string // BERTH_ACME_DNS_RESOLVERS, host:port
 	ProbeAddr                            string
 	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
 	Defaults                             controller.Defaults // the labels' global defaults, validated
@@ -64,6 +69,13 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.ACMEEABHMAC, "acme-eab-hmac", "BERTH_ACME_EAB_HMAC", "", "External Account Binding HMAC key (base64url)")
 	str(&s.ACMEKeyType, "acme-key-type", "BERTH_ACME_KEY_TYPE", "ec256", "certificate key type: ec256, ec384, rsa2048, rsa3072, rsa4096")
 	str(&s.ACMEProfile, "acme-profile", "BERTH_ACME_PROFILE", "", "ACME certificate profile (empty: the CA's default)")
+	str(&s.Defaults.ACMEChallenge, "acme-challenge", "BERTH_ACME_CHALLENGE", "http-01", "default of proxy.acme-challenge: http-01 or dns-01 (wildcards always use dns-01)")
+	str(&s.ACMEDNSProvider, "acme-dns-provider", "BERTH_ACME_DNS_PROVIDER", "", "lego DNS provider for DNS-01 (rfc2136, cloudflare, route53, …), configured by its own variables")
+	resolvers := envOr("BERTH_ACME_DNS_RESOLVERS", "")
+	fs.Func("acme-dns-resolvers", "comma-separated host:port resolvers where DNS-01 propagation is checked (env BERTH_ACME_DNS_RESOLVERS; default the system's)", func(v string) error {
+		resolvers = v
+		return nil
+	})
 	str(&s.ProbeAddr, "probe-addr", "BERTH_PROBE_ADDR", "", "host:port where berth reaches nginx's port 80 for the challenge self-check (default: the nginx container's address)")
 	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
 	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
@@ -128,6 +140,12 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	if s.TrustedProxies, err = controller.ParseAddrs(trusted); err != nil {
 		return s, fmt.Errorf("BERTH_TRUSTED_PROXIES: %w", err)
 	}
+	if s.ACMEDNSResolvers, err = parseResolvers(resolvers); err != nil {
+		return s, err
+	}
+	if s.Defaults.ACMEChallenge == controller.ChallengeDNS01 && s.ACMEDNSProvider == "" {
+		return s, fmt.Errorf("BERTH_ACME_CHALLENGE=dns-01 needs BERTH_ACME_DNS_PROVIDER (a lego DNS provider name, e.g. rfc2136 or cloudflare)")
+	}
 	if (s.ACMEEABKID == "") != (s.ACMEEABHMAC == "") {
 		return s, fmt.Errorf("BERTH_ACME_EAB_KID and BERTH_ACME_EAB_HMAC go together: set both or neither")
 	}
@@ -144,10 +162,32 @@ func (s settings) accountConfig() acme.AccountConfig {
 	return acme.AccountConfig{
 		CA: s.ACMECA, Email: s.ACMEEmail, Roots: s.roots, EABKID: s.ACMEEABKID, EABHMAC: s.ACMEEABHMAC,
 		KeyType: s.ACMEKeyType, Profile: s.ACMEProfile, StateDir: s.StateDir, Webroot: s.Webroot,
+		DNS: acme.NewDNSSolver(s.ACMEDNSProvider, s.ACMEDNSResolvers),
 	}
 }
 
-// acmeEnabled is false when BERTH_ACME_CA=off: no orders.
+// parseResolvers reads BERTH_ACME_DNS_RESOLVERS: comma-separated host:port
+// (a bare host gets port 53), naming the first entry that is neither.
+func parseResolvers(v string) ([]string, error) {
+	var out []string
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(part)
+		if err != nil {
+			host, port = strings.Trim(part, "[]"), "53"
+		}
+		if n, perr := strconv.Atoi(port); perr != nil || n < 1 || n > 65535 || host == "" || strings.ContainsAny(host, " /") {
+			return nil, fmt.Errorf("BERTH_ACME_DNS_RESOLVERS: %q is not host:port", part)
+		}
+		out = append(out, net.JoinHostPort(host, port))
+	}
+	return out, nil
+}
+
+// acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
 func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }
 
 // certsEnabled: berth serves certificates, ordered or the user's own. With

@@ -117,7 +117,9 @@ func warmBuilder(logf logFunc, ctx, builder string) (string, error) {
 	defer TryDocker("rm", "-f", name)
 	args := []string{"run", "--name", name, "-v", ctx + ":/src:ro"}
 	args = append(args, LabelArgs()...)
-	if _, err := TryDocker(append(args, builder, "sh", "-c", warmDeps)...); err != nil {
+	// Not TryDocker: its timeout is for ordinary calls, and compiling the
+	// dependencies (lego's DNS providers above all) takes minutes on two cores.
+	if err := run(logf, nil, "", nil, "docker", append(args, builder, "sh", "-c", warmDeps)...); err != nil {
 		return "", err
 	}
 	if _, err := TryDocker("commit", name, ref); err != nil {
