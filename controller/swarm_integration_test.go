@@ -1,0 +1,219 @@
+package controller
+
+// SwarmSource against a real three-node Swarm built from Debian's docker.io
+// inside containers (internal/testenv StartSwarm).
+//
+// The test reaches the inner manager's engine with the real Docker client
+// through `docker exec -i NODE docker system dial-stdio`: the Docker CLI's
+// own stdio proxy to its daemon (what `ssh://` DOCKER_HOSTs use), present
+// in every node image since it ships with docker.io. Each connection of
+// the client is one such exec, so nothing in the node listens on TCP and
+// the harness needs no change; the client keeps connections alive, so the
+// exec costs only the first call of each connection.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthproxy/berth/internal/testenv"
+	"github.com/docker/docker/client"
+)
+
+// stdioConn is a net.Conn over the stdin and stdout of a process. Deadlines
+// are not supported; the HTTP transport ends a connection by closing it.
+type stdioConn struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out io.ReadCloser
+}
+
+func (c *stdioConn) Read(b []byte) (int, error)  { return c.out.Read(b) }
+func (c *stdioConn) Write(b []byte) (int, error) { return c.in.Write(b) }
+func (c *stdioConn) Close() error {
+	c.in.Close()
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	return nil
+}
+func (c *stdioConn) LocalAddr() net.Addr              { return stdioAddr{} }
+func (c *stdioConn) RemoteAddr() net.Addr             { return stdioAddr{} }
+func (c *stdioConn) SetDeadline(time.Time) error      { return nil }
+func (c *stdioConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *stdioConn) SetWriteDeadline(time.Time) error { return nil }
+
+type stdioAddr struct{}
+
+func (stdioAddr) Network() string { return "stdio" }
+func (stdioAddr) String() string  { return "stdio" }
+
+// innerEngine returns a Docker client for the engine inside the node
+// container, each connection a `docker system dial-stdio` in the node.
+func innerEngine(t *testing.T, node string) *client.Client {
+	t.Helper()
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		// Not CommandContext: the connection outlives the dial's context.
+		cmd := exec.Command("docker", "exec", "-i", node, "docker", "system", "dial-stdio")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("dial-stdio into %s: %w", node, err)
+		}
+		return &stdioConn{cmd: cmd, in: in, out: out}, nil
+	}
+	cli, err := client.NewClientWithOpts(client.WithHost("http://"+node), client.WithDialContext(dial),
+		client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// eventually polls cond until it holds or the deadline passes, and returns
+// how long it took.
+func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return time.Since(start)
+		}
+		last = state
+		if time.Since(start) > within {
+			t.Fatalf("%s: not within %s; last: %s", what, within, last)
+		}
+		<-tick.C
+	}
+}
+
+// runningIn lists the running Containers and whether each has an address
+// in subnet on network.
+func runningIn(cs []Container, network string, subnet netip.Prefix) (running []Container, allIn bool) {
+	allIn = true
+	for _, c := range cs {
+		if !c.Running {
+			continue
+		}
+		running = append(running, c)
+		a, err := netip.ParseAddr(c.Networks[network])
+		allIn = allIn && err == nil && subnet.Contains(a)
+	}
+	return running, allIn
+}
+
+func describe(cs []Container) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, fmt.Sprintf("%s(%s %v)", c.Name, c.State, c.Networks))
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
+	sw := testenv.StartSwarm(t, testenv.SwarmOptions{Nodes: 3})
+	backend := testenv.BackendImage(t)
+	sw.Load(t, backend)
+	const mgr = 0 // node 0 created the swarm: a manager
+	const network, subnet = "front", "10.77.0.0/24"
+	sw.Docker(t, mgr, "network", "create", "--driver", "overlay", "--attachable", "--subnet", subnet, network)
+	// Service labels (what deploy.labels sets), DNS round robin: no
+	// virtual IP, which this kernel's missing IPVS could not serve anyway.
+	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "web", "--label", "proxy.host=s.test",
+		"--endpoint-mode", "dnsrr", "--network", network, "--replicas", "2", "--env", "NAME=web", backend)
+
+	src := newSwarmSource(innerEngine(t, sw.Nodes[mgr].Name))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	msgs, errs := src.Events(ctx)
+	list := func() []Container {
+		t.Helper()
+		cs, err := src.List(ctx)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		return cs
+	}
+	sub := netip.MustParsePrefix(subnet)
+	var cs []Container
+	took := eventually(t, 90*time.Second, "2 running tasks", func() (bool, string) {
+		cs = list()
+		running, in := runningIn(cs, network, sub)
+		return len(running) == 2 && len(cs) == 2 && in, describe(cs)
+	})
+	t.Logf("2 tasks running after %s: %s", took.Round(time.Millisecond), describe(cs))
+
+	// What nginx on the same overlay would be given: the two tasks.
+	nginx := Container{ID: "nginx", Running: true, Networks: map[string]string{network: "10.77.0.250"}}
+	cfg, _, ps := Desired(cs, Inputs{Nginx: nginx})
+	var want []string
+	for _, c := range cs {
+		want = append(want, net.JoinHostPort(c.Networks[network], "80"))
+	}
+	slices.Sort(want)
+	if len(cfg.Sites) != 1 || len(cfg.Sites[0].Locations) != 1 || !slices.Equal(cfg.Sites[0].Locations[0].Backends, want) || len(ps) != 0 {
+		t.Errorf("Desired on the tasks: sites %+v problems %v, want s.test to %v", cfg.Sites, ps, want)
+	}
+
+	expectEvent := func(what string) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for {
+			select {
+			case m := <-msgs:
+				if m == what {
+					return
+				}
+			case err := <-errs:
+				t.Fatalf("events: %v", err)
+			case <-deadline:
+				t.Fatalf("no event %q", what)
+			}
+		}
+	}
+
+	sw.Docker(t, mgr, "service", "scale", "--detach", "web=3")
+	expectEvent("service update web")
+	took = eventually(t, 60*time.Second, "3 running tasks", func() (bool, string) {
+		cs = list()
+		running, in := runningIn(cs, network, sub)
+		return len(running) == 3 && in, describe(cs)
+	})
+	t.Logf("3 tasks running %s after the scale: %s", took.Round(time.Millisecond), describe(cs))
+
+	var times []time.Duration
+	for range 20 {
+		start := time.Now()
+		list()
+		times = append(times, time.Since(start))
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	t.Logf("List with 1 service × 3 tasks, 20 calls: median %s, max %s (through docker exec dial-stdio)",
+		times[len(times)/2].Round(time.Microsecond), times[len(times)-1].Round(time.Microsecond))
+
+	sw.Docker(t, mgr, "service", "rm", "web")
+	expectEvent("service remove web")
+	took = eventually(t, 30*time.Second, "no tasks", func() (bool, string) {
+		cs = list()
+		return len(cs) == 0, describe(cs)
+	})
+	t.Logf("no tasks listed %s after the removal", took.Round(time.Millisecond))
+}
