@@ -139,6 +139,13 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	// virtual IP, which this kernel's missing IPVS could not serve anyway.
 	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "web", "--label", "proxy.host=s.test",
 		"--endpoint-mode", "dnsrr", "--network", network, "--replicas", "2", "--env", "NAME=web", backend)
+	// A service whose health check always fails: Swarm keeps its task
+	// starting, then stops it at its first unhealthy result and starts
+	// another (the backend exits 0 on SIGTERM, so the ended task is
+	// "Complete"); no task ever runs, and berth, which reads no task
+	// health in API 1.41, never routes to one (docker_swarm.go).
+	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "sick", "--label", "proxy.host=sick.test",
+		"--endpoint-mode", "dnsrr", "--network", network, "--env", "HEALTHY=0", backend)
 
 	src := newSwarmSource(innerEngine(t, sw.Nodes[mgr].Name))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -150,7 +157,17 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 		if err != nil {
 			t.Fatalf("List: %v", err)
 		}
-		return cs
+		var web []Container
+		for _, c := range cs {
+			if c.Labels[swarmServiceNameLabel] == "sick" {
+				if c.Running {
+					t.Errorf("a task that never passed its health check is listed running: %s", describe(cs))
+				}
+				continue
+			}
+			web = append(web, c)
+		}
+		return web
 	}
 	sub := netip.MustParsePrefix(subnet)
 	var cs []Container
@@ -198,6 +215,18 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 		return len(running) == 3 && in, describe(cs)
 	})
 	t.Logf("3 tasks running %s after the scale: %s", took.Round(time.Millisecond), describe(cs))
+	t.Logf("placement:\n%s", sw.Docker(t, mgr, "service", "ps", "--filter", "desired-state=running",
+		"--format", "{{.Name}} {{.Node}} {{.CurrentState}}", "web"))
+
+	var failed string
+	eventually(t, 60*time.Second, "Swarm ends the unhealthy task", func() (bool, string) {
+		list() // and sees it never running
+		failed = sw.Docker(t, mgr, "service", "ps", "--filter", "desired-state=shutdown", "--format", "{{.CurrentState}} {{.Error}}", "sick")
+		return failed != "", failed
+	})
+	t.Logf("Swarm ended the unhealthy task, never listed running: %s", strings.SplitN(failed, "\n", 2)[0])
+	// The timing below is of one service.
+	sw.Docker(t, mgr, "service", "rm", "sick")
 
 	var times []time.Duration
 	for range 20 {
