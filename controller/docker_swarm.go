@@ -23,6 +23,7 @@ import (
 
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 )
@@ -122,23 +123,47 @@ func (s *SwarmSource) List(ctx context.Context) ([]Container, error) {
 		tasks[i], errs[i] = s.cli.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
 			filters.Arg("service", services[i].ID),
 			filters.Arg("desired-state", string(swarm.TaskStateRunning)),
+			filters.Arg("desired-state", string(swarm.TaskStateReady)),
 		)})
 	})
+	for i, svc := range services {
+		switch {
+		case client.IsErrNotFound(errs[i]):
+			tasks[i] = nil // removed since the service list: it is gone
+		case errs[i] != nil:
+			return nil, fmt.Errorf("list tasks of service %s: %w", svc.Spec.Name, errs[i])
+		}
+	}
+	var netNames map[string]string
+	if slices.ContainsFunc(services, func(svc swarm.Service) bool { return updating(svc) }) {
+		if netNames, err = s.overlayNames(ctx); err != nil {
+			return nil, err
+		}
+	}
 	down := downNodes(nodes)
 	var out []Container
 	starting := false
 	for i, svc := range services {
-		switch {
-		case client.IsErrNotFound(errs[i]):
-			continue // removed since the service list: it is gone
-		case errs[i] != nil:
-			return nil, fmt.Errorf("list tasks of service %s: %w", svc.Spec.Name, errs[i])
-		}
-		out = append(out, projectTasks(svc, tasks[i], down)...)
-		starting = starting || slices.ContainsFunc(tasks[i], func(t swarm.Task) bool { return pendingTask(t.Status.State) })
+		out = append(out, projectTasks(svc, tasks[i], down, netNames)...)
+		starting = starting || slices.ContainsFunc(tasks[i], func(t swarm.Task) bool { return pendingTask(taskState(t)) })
 	}
 	s.starting.Store(starting)
 	return out, nil
+}
+
+// overlayNames maps the IDs of the overlay networks to their names. A
+// service's spec names its networks by ID, and a task that Swarm has only
+// just created has no network attachments yet (projectTasks).
+func (s *SwarmSource) overlayNames(ctx context.Context) (map[string]string, error) {
+	nets, err := s.cli.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("driver", "overlay"))})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	names := make(map[string]string, len(nets))
+	for _, n := range nets {
+		names[n.ID] = n.Name
+	}
+	return names, nil
 }
 
 // downNodes are the IDs of nodes the managers see as down or disconnected.
@@ -154,8 +179,13 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 
 // projectTasks turns one service and its tasks into Containers. Pure.
 //
-// Only tasks Swarm wants running come in (List filters on the desired
-// state), and of those:
+// Only tasks Swarm wants running, or ready to run, come in (List filters
+// on the desired state). Swarm creates a task "ready" when it must not
+// start yet: during a stop-first rolling update until the task it replaces
+// has stopped, and during a restart delay. Leaving those out would leave a
+// single-replica service with no task at all for a moment of each update,
+// and its host would vanish. A task Swarm wants only ready is on its way,
+// whatever its state. Of the tasks:
 //   - running: routed, with its overlay addresses;
 //   - on its way (new … starting): StateCreated, so Desired neither routes
 //     it nor gives its host a 503 site: a service being created or scaled
@@ -164,6 +194,10 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 //     running task (a single replica, stop-first): there its tasks are
 //     StateTaskStarting, so the host keeps answering 503 with its
 //     certificate instead of vanishing for the seconds the new task takes;
+//     Swarm creates such a task before it allocates its network
+//     attachments; until then its networks are those of the service's
+//     spec (netNames maps their IDs to names), without addresses, so the
+//     host keeps its place in the scope rule (sharesNetwork);
 //   - ended (complete, failed, shutdown, rejected, orphaned, remove): left
 //     out; Swarm replaces it with a new task, which is what counts.
 //
@@ -174,9 +208,9 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 // though: a task whose image or service declares a health check stays
 // "starting" until its first healthy result, and an unhealthy one is shut
 // down and replaced, so a running task has passed its health check.
-func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool) []Container {
+func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool, netNames map[string]string) []Container {
 	exposed := servicePorts(svc.Spec)
-	anyRunning := slices.ContainsFunc(tasks, func(t swarm.Task) bool { return t.Status.State == swarm.TaskStateRunning })
+	anyRunning := slices.ContainsFunc(tasks, func(t swarm.Task) bool { return taskState(t) == swarm.TaskStateRunning })
 	var out []Container
 	for _, t := range tasks {
 		c := Container{
@@ -186,7 +220,7 @@ func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool) [
 			Exposed:     exposed,
 			Healthcheck: declaresHealthcheck(svc.Spec),
 		}
-		switch st := t.Status.State; {
+		switch st := taskState(t); {
 		case st == swarm.TaskStateRunning && down[t.NodeID]:
 			c.State = StateTaskNodeDown
 		case st == swarm.TaskStateRunning:
@@ -199,10 +233,38 @@ func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool) [
 			continue
 		}
 		c.Networks, c.IPv6 = taskAddresses(t.NetworksAttachments)
+		if c.State == StateTaskStarting && len(t.NetworksAttachments) == 0 {
+			c.Networks = specNetworks(svc.Spec, netNames)
+		}
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b Container) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
 	return out
+}
+
+// taskState is the state berth goes by: the task's own, except that one
+// Swarm wants only ready does not count as running.
+func taskState(t swarm.Task) swarm.TaskState {
+	if t.DesiredState == swarm.TaskStateReady && t.Status.State == swarm.TaskStateRunning {
+		return swarm.TaskStateReady
+	}
+	return t.Status.State
+}
+
+// specNetworks are the overlay networks the service's spec attaches its
+// tasks to, by name, with no address ("" as for a container not running).
+func specNetworks(spec swarm.ServiceSpec, netNames map[string]string) map[string]string {
+	var nets map[string]string
+	//nolint:staticcheck // spec.Networks: engines before API 1.44 may still fill it
+	for _, n := range slices.Concat(spec.TaskTemplate.Networks, spec.Networks) {
+		if name := netNames[n.Target]; name != "" {
+			if nets == nil {
+				nets = map[string]string{}
+			}
+			nets[name] = ""
+		}
+	}
+	return nets
 }
 
 // pendingTask: a task on its way to running.

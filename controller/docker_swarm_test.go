@@ -47,6 +47,12 @@ func service(id, name string, labels map[string]string) swarm.Service {
 	return s
 }
 
+// onlyReady is t as Swarm creates it when it must not start yet.
+func onlyReady(t swarm.Task) swarm.Task {
+	t.DesiredState = swarm.TaskStateReady
+	return t
+}
+
 func global(s swarm.Service) swarm.Service {
 	s.Spec.Mode.Global = &swarm.GlobalService{}
 	return s
@@ -55,13 +61,14 @@ func global(s swarm.Service) swarm.Service {
 // fakeSwarmAPI serves services, nodes, tasks and events as a manager's
 // engine would, and records which services' tasks were asked for.
 type fakeSwarmAPI struct {
-	mu       sync.Mutex
-	services []swarm.Service
-	nodes    []swarm.Node
-	tasks    []swarm.Task
-	asked    []string // service filters of task lists
-	events   chan events.Message
-	filters  filters.Args // of the last events subscription
+	mu           sync.Mutex
+	services     []swarm.Service
+	nodes        []swarm.Node
+	tasks        []swarm.Task
+	asked        []string // service filters of task lists
+	networkLists int
+	events       chan events.Message
+	filters      filters.Args // of the last events subscription
 }
 
 func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
@@ -77,6 +84,12 @@ func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
 		defer f.mu.Unlock()
 		reply(w, f.services)
 	})
+	mux.HandleFunc("/v1.41/networks", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.networkLists++
+		reply(w, []map[string]string{{"Id": "net-front", "Name": "front", "Driver": "overlay"}})
+	})
 	mux.HandleFunc("/v1.41/nodes", func(w http.ResponseWriter, _ *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -88,8 +101,9 @@ func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
 			t.Error(err)
 		}
 		services, desired := args.Get("service"), args.Get("desired-state")
-		if len(services) != 1 || !slices.Equal(desired, []string{"running"}) {
-			t.Errorf("task list filters %v: want one service and desired-state=running", r.URL.Query().Get("filters"))
+		slices.Sort(desired)
+		if len(services) != 1 || !slices.Equal(desired, []string{"ready", "running"}) {
+			t.Errorf("task list filters %v: want one service and desired-state running or ready", r.URL.Query().Get("filters"))
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -102,7 +116,7 @@ func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
 		for _, tk := range f.tasks {
 			// Like the engine: the filter is on the desired state, so
 			// tasks that failed or shut down a moment ago still come.
-			if tk.ServiceID == services[0] && tk.DesiredState == swarm.TaskStateRunning {
+			if tk.ServiceID == services[0] && slices.Contains(desired, string(tk.DesiredState)) {
 				out = append(out, tk)
 			}
 		}
@@ -163,6 +177,8 @@ func swarmWorld() *fakeSwarmAPI {
 	edge := global(service("svc-edge", "edge", map[string]string{"proxy.host": "e.test", "proxy.port": "8080"}))
 	edge.Spec.EndpointSpec = &swarm.EndpointSpec{Ports: []swarm.PortConfig{{TargetPort: 9000, Protocol: "tcp"}}}
 	failed := task("t-web-4", "svc-web", 4, "n2", swarm.TaskStateFailed, overlayNet("front", "10.0.1.9/24"))
+	stopping := task("t-web-old", "svc-web", 1, "n2", swarm.TaskStateRunning, overlayNet("front", "10.0.1.4/24"))
+	stopping.DesiredState = swarm.TaskStateShutdown // replaced by t-web-1, being stopped
 	return &fakeSwarmAPI{
 		events: make(chan events.Message),
 		services: []swarm.Service{
@@ -177,6 +193,7 @@ func swarmWorld() *fakeSwarmAPI {
 			task("t-web-2", "svc-web", 2, "n2", swarm.TaskStateRunning, overlayNet("front", "10.0.1.6/24")),
 			task("t-web-3", "svc-web", 3, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.7/24")),
 			failed,
+			stopping,
 			task("t-edge-n1", "svc-edge", 0, "n1", swarm.TaskStateRunning, overlayNet("front", "10.0.1.20/24")),
 			task("t-plain-1", "svc-plain", 1, "n1", swarm.TaskStateRunning, overlayNet("front", "10.0.1.30/24")),
 		},
@@ -276,6 +293,43 @@ func TestSwarmSourceSkipsAServiceRemovedMeanwhile(t *testing.T) {
 	}
 }
 
+// Swarm creates the task that replaces a single replica in a stop-first
+// update before it allocates the task's network attachments. Until then
+// the task takes the networks of the service's spec, by name, so the
+// service keeps its host (503 with its certificate) instead of failing the
+// scope rule. Only then does List read the network names.
+func TestANewTaskOfAnUpdateHasTheServicesNetworksBeforeItsOwn(t *testing.T) {
+	f := swarmWorld()
+	src := newFakeSwarm(t, f)
+	if _, err := src.List(context.Background()); err != nil || f.networkLists != 0 {
+		t.Fatalf("List with no update under way: %v, %d network lists", err, f.networkLists)
+	}
+	web := &f.services[0]
+	web.Spec.TaskTemplate.Networks = []swarm.NetworkAttachmentConfig{{Target: "net-front"}}
+	web.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}
+	f.tasks = []swarm.Task{onlyReady(task("t-web-new", "svc-web", 1, "n1", swarm.TaskStateNew))}
+	cs, err := src.List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || cs[0].State != StateTaskStarting || !mapsEqual(cs[0].Networks, map[string]string{"front": ""}) {
+		t.Fatalf("List = %s", describeTasks(cs))
+	}
+	nginx := Container{ID: "nginx", Running: true, Networks: map[string]string{"front": "10.0.1.2"}}
+	cfg, _, ps := Desired(cs, Inputs{Nginx: nginx})
+	if s := site(t, cfg, "s.test"); len(s.Locations) != 1 || len(s.Locations[0].Backends) != 0 || len(ps) != 0 {
+		t.Errorf("s.test: %+v, problems %v", s.Locations, ps)
+	}
+}
+
+func describeTasks(cs []Container) string {
+	var s []string
+	for _, c := range cs {
+		s = append(s, summary(c))
+	}
+	return "[" + strings.Join(s, "; ") + "]"
+}
+
 func TestProjectTasksStates(t *testing.T) {
 	web := service("svc-web", "web", map[string]string{"proxy.host": "s.test"})
 	rolling := web
@@ -305,13 +359,18 @@ func TestProjectTasksStates(t *testing.T) {
 		{"a rolling update with a running task leaves the new one created", rolling,
 			[]swarm.Task{task("a", "", 1, "n1", swarm.TaskStateRunning, front), task("b", "", 1, "n2", swarm.TaskStatePreparing)},
 			nil, []string{"running", "created"}, []bool{true, false}},
+		{"a task Swarm wants only ready is on its way, whatever it says", web,
+			[]swarm.Task{onlyReady(task("a", "", 1, "n1", swarm.TaskStateReady, front)), onlyReady(task("b", "", 2, "n1", swarm.TaskStateRunning, front))},
+			nil, []string{"created", "created"}, []bool{false, false}},
+		{"the new task of a stop-first update of one replica keeps the host", rolling,
+			[]swarm.Task{onlyReady(task("a", "", 1, "n2", swarm.TaskStateReady, front))}, nil, []string{StateTaskStarting}, []bool{false}},
 		{"a running task on a node that is down is not running", web,
 			[]swarm.Task{task("a", "", 1, "n1", swarm.TaskStateRunning, front)}, map[string]bool{"n1": true},
 			[]string{StateTaskNodeDown}, []bool{false}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cs := projectTasks(tc.svc, tc.tasks, tc.down)
+			cs := projectTasks(tc.svc, tc.tasks, tc.down, nil)
 			var states []string
 			var running []bool
 			for _, c := range cs {
@@ -332,7 +391,7 @@ func TestWhichTasksThatCannotAnswerKeepTheHost(t *testing.T) {
 	web := service("svc-web", "web", map[string]string{"proxy.host": "s.test"})
 	nginx := Container{ID: "nginx", Running: true, Networks: map[string]string{"front": "10.0.1.2"}}
 	lone := projectTasks(web, []swarm.Task{task("a", "", 1, "n1", swarm.TaskStateRunning, overlayNet("front", "10.0.1.5/24"))},
-		map[string]bool{"n1": true})
+		map[string]bool{"n1": true}, nil)
 	cfg, _, _ := Desired(lone, Inputs{Nginx: nginx})
 	if s := site(t, cfg, "s.test"); len(s.Locations) != 1 || len(s.Locations[0].Backends) != 0 {
 		t.Errorf("lone task on a down node: %+v", s.Locations)
@@ -340,12 +399,12 @@ func TestWhichTasksThatCannotAnswerKeepTheHost(t *testing.T) {
 	rolling := web
 	rolling.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}
 	// Swarm allocates a task's network attachments before it assigns it to a node.
-	starting := projectTasks(rolling, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil)
+	starting := projectTasks(rolling, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil, nil)
 	cfg, _, _ = Desired(starting, Inputs{Nginx: nginx})
 	if len(cfg.Sites) != 1 {
 		t.Errorf("a rolling update with nothing running lost its host: %+v", cfg.Sites)
 	}
-	created := projectTasks(web, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil)
+	created := projectTasks(web, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil, nil)
 	if cfg, _, _ = Desired(created, Inputs{Nginx: nginx}); len(cfg.Sites) != 0 {
 		t.Errorf("a new service's starting task got a site: %+v", cfg.Sites)
 	}

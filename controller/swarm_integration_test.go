@@ -238,6 +238,32 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	t.Logf("List with 1 service × 3 tasks, 20 calls: median %s, max %s (through docker exec dial-stdio)",
 		times[len(times)/2].Round(time.Microsecond), times[len(times)-1].Round(time.Microsecond))
 
+	// A rolling update of a single replica, stop-first (Swarm's default):
+	// for the seconds between the old task stopping and the new one
+	// running, the host must keep its site (503 with its certificate),
+	// not vanish. Every List during the update is checked.
+	sw.Docker(t, mgr, "service", "scale", "--detach", "web=1")
+	eventually(t, 60*time.Second, "1 task", func() (bool, string) {
+		cs = list()
+		return len(cs) == 1 && cs[0].Running, describe(cs)
+	})
+	old := cs[0].ID
+	sw.Docker(t, mgr, "service", "update", "--detach", "--update-order", "stop-first", "--env-add", "V=2", "web")
+	var seen []string
+	eventually(t, 60*time.Second, "the update done", func() (bool, string) {
+		cs = list()
+		cfg, _, _ := Desired(cs, Inputs{Nginx: nginx})
+		step := fmt.Sprintf("%s sites=%d", describe(cs), len(cfg.Sites))
+		if len(seen) == 0 || seen[len(seen)-1] != step {
+			seen = append(seen, step)
+		}
+		if len(cfg.Sites) != 1 {
+			t.Errorf("during the update, s.test has no site: %s", step)
+		}
+		return len(cs) == 1 && cs[0].Running && cs[0].ID != old, step
+	})
+	t.Logf("rolling update, each distinct List:\n%s", strings.Join(seen, "\n"))
+
 	sw.Docker(t, mgr, "service", "rm", "web")
 	expectEvent("service remove web")
 	took = eventually(t, 30*time.Second, "no tasks", func() (bool, string) {
