@@ -84,12 +84,17 @@ func innerEngine(t *testing.T, node string) *client.Client {
 	return cli
 }
 
-// eventually polls cond until it holds or the deadline passes, and returns
-// how long it took.
+// eventually polls cond every 100 ms until it holds or the deadline
+// passes, and returns how long it took.
 func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) time.Duration {
 	t.Helper()
+	return eventuallyEvery(t, 100*time.Millisecond, within, what, cond)
+}
+
+func eventuallyEvery(t *testing.T, every, within time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
 	start := time.Now()
-	tick := time.NewTicker(100 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	last := ""
 	for {
@@ -147,28 +152,34 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "sick", "--label", "proxy.host=sick.test",
 		"--endpoint-mode", "dnsrr", "--network", network, "--env", "HEALTHY=0", backend)
 
+	// A global service: one task per node, named after the node's ID.
+	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "edge", "--mode", "global", "--label", "proxy.host=e.test",
+		"--endpoint-mode", "dnsrr", "--network", network, backend)
+
 	src := newSwarmSource(innerEngine(t, sw.Nodes[mgr].Name))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	msgs, errs := src.Events(ctx)
-	list := func() []Container {
+	// listOf lists the tasks of one service, and checks that the sick
+	// service's are never running.
+	listOf := func(service string) []Container {
 		t.Helper()
 		cs, err := src.List(ctx)
 		if err != nil {
 			t.Fatalf("List: %v", err)
 		}
-		var web []Container
+		var of []Container
 		for _, c := range cs {
-			if c.Labels[swarmServiceNameLabel] == "sick" {
-				if c.Running {
-					t.Errorf("a task that never passed its health check is listed running: %s", describe(cs))
-				}
-				continue
+			if c.Labels[swarmServiceNameLabel] == "sick" && c.Running {
+				t.Errorf("a task that never passed its health check is listed running: %s", describe(cs))
 			}
-			web = append(web, c)
+			if c.Labels[swarmServiceNameLabel] == service {
+				of = append(of, c)
+			}
 		}
-		return web
+		return of
 	}
+	list := func() []Container { t.Helper(); return listOf("web") }
 	sub := netip.MustParsePrefix(subnet)
 	var cs []Container
 	took := eventually(t, 90*time.Second, "2 running tasks", func() (bool, string) {
@@ -189,6 +200,23 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	if len(cfg.Sites) != 1 || len(cfg.Sites[0].Locations) != 1 || !slices.Equal(cfg.Sites[0].Locations[0].Backends, want) || len(ps) != 0 {
 		t.Errorf("Desired on the tasks: sites %+v problems %v, want s.test to %v", cfg.Sites, ps, want)
 	}
+
+	var wantEdge []string
+	for _, n := range sw.Nodes {
+		wantEdge = append(wantEdge, "edge."+n.ID)
+	}
+	slices.Sort(wantEdge)
+	eventually(t, 60*time.Second, "a running task of edge on each node, named after it", func() (bool, string) {
+		edge := listOf("edge")
+		running, in := runningIn(edge, network, sub)
+		var names []string
+		for _, c := range running {
+			names = append(names, c.Name)
+		}
+		slices.Sort(names)
+		return slices.Equal(names, wantEdge) && in, fmt.Sprintf("%s, want names %v", describe(edge), wantEdge)
+	})
+	sw.Docker(t, mgr, "service", "rm", "edge")
 
 	expectEvent := func(what string) {
 		t.Helper()
@@ -250,7 +278,8 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	old := cs[0].ID
 	sw.Docker(t, mgr, "service", "update", "--detach", "--update-order", "stop-first", "--env-add", "V=2", "web")
 	var seen []string
-	eventually(t, 60*time.Second, "the update done", func() (bool, string) {
+	// Every 10 ms (a List takes a few), so that a gap of one pass shows.
+	eventuallyEvery(t, 10*time.Millisecond, 60*time.Second, "the update done", func() (bool, string) {
 		cs = list()
 		cfg, _, _ := Desired(cs, Inputs{Nginx: nginx})
 		step := fmt.Sprintf("%s sites=%d", describe(cs), len(cfg.Sites))
