@@ -55,10 +55,12 @@ const (
 // if nothing else runs, until Swarm shuts the task down and replaces it.
 const StateTaskNodeDown = "node-down"
 
-// StateTaskStarting is the state of a task that is not running yet while
-// its service is in a rolling update and no task of it runs: it keeps the
-// service's host (503 with its certificate) instead of letting it vanish,
-// which would refuse TLS for the seconds the new task takes.
+// StateTaskStarting is the state of a task on its way to running while
+// its service, which has run tasks before, has none running: a single
+// replica replaced in a stop-first rolling update, restarted after a
+// crash, or moved off a dead node. It keeps the service's host (503 with
+// its certificate), as a restarting container does, instead of letting it
+// vanish, which would refuse TLS for the seconds the new task takes.
 const StateTaskStarting = "starting"
 
 // swarmSettlePoll is how often Events pokes while the last List saw tasks
@@ -71,8 +73,9 @@ const swarmSettlePoll = time.Second
 
 // SwarmSource lists the tasks of opted-in Swarm services as Containers,
 // through a manager's engine. List costs one service list, one node list,
-// one task list per opted-in service (in parallel) and, while a service is
-// in a rolling update, one network list: a few milliseconds (4-5 ms for a
+// one task list per opted-in service (in parallel) and, while a task
+// keeps its service's host before Swarm has attached it to its networks,
+// one network list: a few milliseconds (4-5 ms for a
 // service of three tasks on the test Swarm), so it can run on every poke.
 // The controller's periodic resync catches task moves that no event
 // announces (a task that fails on another node and is replaced).
@@ -125,11 +128,11 @@ func (s *SwarmSource) List(ctx context.Context) ([]Container, error) {
 	tasks := make([][]swarm.Task, len(services))
 	errs := make([]error, len(services))
 	parallel(len(services), func(i int) {
+		// All of the service's tasks, the ended ones Swarm keeps as
+		// history too (task-history-limit, 5 per slot by default): they
+		// tell a service that has served from a new one (keepsHost).
 		tasks[i], errs[i] = s.cli.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
-			filters.Arg("service", services[i].ID),
-			filters.Arg("desired-state", string(swarm.TaskStateRunning)),
-			filters.Arg("desired-state", string(swarm.TaskStateReady)),
-		)})
+			filters.Arg("service", services[i].ID))})
 	})
 	for i, svc := range services {
 		switch {
@@ -140,7 +143,7 @@ func (s *SwarmSource) List(ctx context.Context) ([]Container, error) {
 		}
 	}
 	var netNames map[string]string
-	if slices.ContainsFunc(services, func(svc swarm.Service) bool { return updating(svc) }) {
+	if slices.ContainsFunc(tasks, needsSpecNetworks) {
 		if netNames, err = s.overlayNames(ctx); err != nil {
 			return nil, err
 		}
@@ -150,7 +153,7 @@ func (s *SwarmSource) List(ctx context.Context) ([]Container, error) {
 	starting := false
 	for i, svc := range services {
 		out = append(out, projectTasks(svc, tasks[i], down, netNames)...)
-		starting = starting || slices.ContainsFunc(tasks[i], func(t swarm.Task) bool { return pendingTask(taskState(t)) })
+		starting = starting || slices.ContainsFunc(tasks[i], func(t swarm.Task) bool { return current(t) && pendingTask(taskState(t)) })
 	}
 	s.starting.Store(starting)
 	return out, nil
@@ -184,25 +187,22 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 
 // projectTasks turns one service and its tasks into Containers. Pure.
 //
-// Only tasks Swarm wants running, or ready to run, come in (List filters
-// on the desired state). Swarm creates a task "ready" when it must not
-// start yet: during a stop-first rolling update until the task it replaces
-// has stopped, and during a restart delay. Leaving those out would leave a
-// single-replica service with no task at all for a moment of each update,
-// and its host would vanish. A task Swarm wants only ready is on its way,
-// whatever its state. Of the tasks:
+// Only the tasks Swarm wants running, or ready to run, count (current).
+// Swarm creates a task "ready" when it must not start yet: during a
+// stop-first rolling update until the task it replaces has stopped, and
+// during a restart delay; such a task is on its way, whatever its state
+// says. Of these tasks:
 //   - running: routed, with its overlay addresses;
 //   - on its way (new … starting): StateCreated, so Desired neither routes
 //     it nor gives its host a 503 site: a service being created or scaled
 //     would otherwise reload nginx for a site that is only about to work.
-//     The exception is a rolling update that has left the service with no
-//     running task (a single replica, stop-first): there its tasks are
-//     StateTaskStarting, so the host keeps answering 503 with its
-//     certificate instead of vanishing for the seconds the new task takes;
-//     Swarm creates such a task before it allocates its network
-//     attachments; until then its networks are those of the service's
-//     spec (netNames maps their IDs to names), without addresses, so the
-//     host keeps its place in the scope rule (sharesNetwork);
+//     The exception is a service that has run tasks before and has none
+//     running now (keepsHost): there its tasks are StateTaskStarting, so
+//     the host keeps answering 503 with its certificate. Swarm creates
+//     such a task before it allocates its network attachments; until then
+//     its networks are those of the service's spec (netNames maps their
+//     IDs to names), without addresses, so the host stays within the
+//     scope rule (sharesNetwork);
 //   - ended (complete, failed, shutdown, rejected, orphaned, remove): left
 //     out; Swarm replaces it with a new task, which is what counts.
 //
@@ -211,13 +211,16 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 //
 // Health stays "": tasks carry none in API 1.41. Swarm itself gates on it,
 // though: a task whose image or service declares a health check stays
-// "starting" until its first healthy result, and an unhealthy one is shut
-// down and replaced, so a running task has passed its health check.
+// "starting" until its first healthy result, and one found unhealthy then
+// is stopped and replaced, so a running task has passed its health check.
 func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool, netNames map[string]string) []Container {
 	exposed := servicePorts(svc.Spec)
-	anyRunning := slices.ContainsFunc(tasks, func(t swarm.Task) bool { return taskState(t) == swarm.TaskStateRunning })
+	keep := keepsHost(tasks)
 	var out []Container
 	for _, t := range tasks {
+		if !current(t) {
+			continue
+		}
 		c := Container{
 			ID:          t.ID,
 			Name:        taskName(svc.Spec.Name, t),
@@ -230,7 +233,7 @@ func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool, n
 			c.State = StateTaskNodeDown
 		case st == swarm.TaskStateRunning:
 			c.State, c.Running = string(swarm.TaskStateRunning), true
-		case pendingTask(st) && !anyRunning && updating(svc):
+		case pendingTask(st) && keep:
 			c.State = StateTaskStarting
 		case pendingTask(st):
 			c.State = StateCreated
@@ -245,6 +248,36 @@ func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool, n
 	}
 	slices.SortFunc(out, func(a, b Container) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
 	return out
+}
+
+// current: Swarm wants the task running, or ready to run.
+func current(t swarm.Task) bool {
+	return t.DesiredState == swarm.TaskStateRunning || t.DesiredState == swarm.TaskStateReady
+}
+
+// keepsHost: the service has run tasks before (Swarm keeps ended tasks as
+// history) and none of its current tasks runs, so its tasks on their way
+// keep its host. A brand-new service has no history: its first tasks do
+// not make a 503 site. With a task-history-limit of 0 there is no history,
+// and the host goes until a task runs again.
+func keepsHost(tasks []swarm.Task) bool {
+	history, running := false, false
+	for _, t := range tasks {
+		if !current(t) {
+			history = true
+		} else if taskState(t) == swarm.TaskStateRunning {
+			running = true
+		}
+	}
+	return history && !running
+}
+
+// needsSpecNetworks: a service's tasks include one that keeps its host
+// and has no network attachments yet.
+func needsSpecNetworks(tasks []swarm.Task) bool {
+	return keepsHost(tasks) && slices.ContainsFunc(tasks, func(t swarm.Task) bool {
+		return current(t) && pendingTask(taskState(t)) && len(t.NetworksAttachments) == 0
+	})
 }
 
 // taskState is the state berth goes by: the task's own, except that one
@@ -277,18 +310,6 @@ func pendingTask(st swarm.TaskState) bool {
 	switch st {
 	case swarm.TaskStateNew, swarm.TaskStateAllocated, swarm.TaskStatePending, swarm.TaskStateAssigned,
 		swarm.TaskStateAccepted, swarm.TaskStatePreparing, swarm.TaskStateReady, swarm.TaskStateStarting:
-		return true
-	}
-	return false
-}
-
-// updating: a rolling update (or its rollback) of the service is under way.
-func updating(svc swarm.Service) bool {
-	if svc.UpdateStatus == nil {
-		return false
-	}
-	switch svc.UpdateStatus.State {
-	case swarm.UpdateStateUpdating, swarm.UpdateStateRollbackStarted, swarm.UpdateStatePaused, swarm.UpdateStateRollbackPaused:
 		return true
 	}
 	return false

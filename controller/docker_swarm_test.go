@@ -47,6 +47,12 @@ func service(id, name string, labels map[string]string) swarm.Service {
 	return s
 }
 
+// ended is t as Swarm keeps it in a service's history.
+func ended(t swarm.Task) swarm.Task {
+	t.DesiredState = swarm.TaskStateShutdown
+	return t
+}
+
 // onlyReady is t as Swarm creates it when it must not start yet.
 func onlyReady(t swarm.Task) swarm.Task {
 	t.DesiredState = swarm.TaskStateReady
@@ -100,10 +106,9 @@ func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
 		if err != nil {
 			t.Error(err)
 		}
-		services, desired := args.Get("service"), args.Get("desired-state")
-		slices.Sort(desired)
-		if len(services) != 1 || !slices.Equal(desired, []string{"ready", "running"}) {
-			t.Errorf("task list filters %v: want one service and desired-state running or ready", r.URL.Query().Get("filters"))
+		services := args.Get("service")
+		if len(services) != 1 || args.Len() != 1 {
+			t.Errorf("task list filters %v: want one service, and its history", r.URL.Query().Get("filters"))
 		}
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -114,9 +119,7 @@ func (f *fakeSwarmAPI) handler(t *testing.T) http.Handler {
 		}
 		var out []swarm.Task
 		for _, tk := range f.tasks {
-			// Like the engine: the filter is on the desired state, so
-			// tasks that failed or shut down a moment ago still come.
-			if tk.ServiceID == services[0] && slices.Contains(desired, string(tk.DesiredState)) {
+			if tk.ServiceID == services[0] {
 				out = append(out, tk)
 			}
 		}
@@ -306,8 +309,8 @@ func TestANewTaskOfAnUpdateHasTheServicesNetworksBeforeItsOwn(t *testing.T) {
 	}
 	web := &f.services[0]
 	web.Spec.TaskTemplate.Networks = []swarm.NetworkAttachmentConfig{{Target: "net-front"}}
-	web.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}
-	f.tasks = []swarm.Task{onlyReady(task("t-web-new", "svc-web", 1, "n1", swarm.TaskStateNew))}
+	f.tasks = []swarm.Task{ended(task("t-web-old", "svc-web", 1, "n1", swarm.TaskStateShutdown, overlayNet("front", "10.0.1.5/24"))),
+		onlyReady(task("t-web-new", "svc-web", 1, "n1", swarm.TaskStateNew))}
 	cs, err := src.List(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -332,9 +335,8 @@ func describeTasks(cs []Container) string {
 
 func TestProjectTasksStates(t *testing.T) {
 	web := service("svc-web", "web", map[string]string{"proxy.host": "s.test"})
-	rolling := web
-	rolling.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}
 	front := overlayNet("front", "10.0.1.5/24")
+	old := ended(task("old", "", 1, "n1", swarm.TaskStateShutdown, front)) // the service has served before
 	cases := []struct {
 		name    string
 		svc     swarm.Service
@@ -354,16 +356,18 @@ func TestProjectTasksStates(t *testing.T) {
 			task("c", "", 3, "n1", swarm.TaskStateRejected), task("d", "", 4, "n1", swarm.TaskStateComplete),
 			task("e", "", 5, "n1", swarm.TaskStateOrphaned)},
 			nil, nil, nil},
-		{"a rolling update with nothing running keeps the host with a starting task", rolling,
-			[]swarm.Task{task("a", "", 1, "n1", swarm.TaskStateStarting)}, nil, []string{StateTaskStarting}, []bool{false}},
-		{"a rolling update with a running task leaves the new one created", rolling,
-			[]swarm.Task{task("a", "", 1, "n1", swarm.TaskStateRunning, front), task("b", "", 1, "n2", swarm.TaskStatePreparing)},
+		{"a service that has served and runs nothing keeps its host with its starting task", web,
+			[]swarm.Task{old, task("a", "", 1, "n1", swarm.TaskStateStarting)}, nil, []string{StateTaskStarting}, []bool{false}},
+		{"a service that has served and runs a task leaves the new one created", web,
+			[]swarm.Task{old, task("a", "", 1, "n1", swarm.TaskStateRunning, front), task("b", "", 1, "n2", swarm.TaskStatePreparing)},
 			nil, []string{"running", "created"}, []bool{true, false}},
+		{"a task that ended is history, not listed, even while it still runs", web,
+			[]swarm.Task{ended(task("a", "", 1, "n1", swarm.TaskStateRunning, front))}, nil, nil, nil},
 		{"a task Swarm wants only ready is on its way, whatever it says", web,
 			[]swarm.Task{onlyReady(task("a", "", 1, "n1", swarm.TaskStateReady, front)), onlyReady(task("b", "", 2, "n1", swarm.TaskStateRunning, front))},
 			nil, []string{"created", "created"}, []bool{false, false}},
-		{"the new task of a stop-first update of one replica keeps the host", rolling,
-			[]swarm.Task{onlyReady(task("a", "", 1, "n2", swarm.TaskStateReady, front))}, nil, []string{StateTaskStarting}, []bool{false}},
+		{"the new task of a stop-first update of one replica keeps the host", web,
+			[]swarm.Task{old, onlyReady(task("a", "", 1, "n2", swarm.TaskStateReady, front))}, nil, []string{StateTaskStarting}, []bool{false}},
 		{"a running task on a node that is down is not running", web,
 			[]swarm.Task{task("a", "", 1, "n1", swarm.TaskStateRunning, front)}, map[string]bool{"n1": true},
 			[]string{StateTaskNodeDown}, []bool{false}},
@@ -384,9 +388,10 @@ func TestProjectTasksStates(t *testing.T) {
 }
 
 // Which tasks that cannot answer keep their service's host (503 with its
-// certificate): one on a node that is down, and a new one while a rolling
-// update has left nothing running; but not the first tasks of a new
-// service, which would reload nginx for a 503 site about to work.
+// certificate): one on a node that is down, and a new one of a service
+// that has served and runs nothing (an update, a restart); but not the
+// first tasks of a new service, which would reload nginx for a 503 site
+// about to work.
 func TestWhichTasksThatCannotAnswerKeepTheHost(t *testing.T) {
 	web := service("svc-web", "web", map[string]string{"proxy.host": "s.test"})
 	nginx := Container{ID: "nginx", Running: true, Networks: map[string]string{"front": "10.0.1.2"}}
@@ -396,15 +401,14 @@ func TestWhichTasksThatCannotAnswerKeepTheHost(t *testing.T) {
 	if s := site(t, cfg, "s.test"); len(s.Locations) != 1 || len(s.Locations[0].Backends) != 0 {
 		t.Errorf("lone task on a down node: %+v", s.Locations)
 	}
-	rolling := web
-	rolling.UpdateStatus = &swarm.UpdateStatus{State: swarm.UpdateStateUpdating}
 	// Swarm allocates a task's network attachments before it assigns it to a node.
-	starting := projectTasks(rolling, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil, nil)
-	cfg, _, _ = Desired(starting, Inputs{Nginx: nginx})
+	next := task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))
+	old := ended(task("a", "", 1, "n1", swarm.TaskStateFailed, overlayNet("front", "10.0.1.5/24")))
+	cfg, _, _ = Desired(projectTasks(web, []swarm.Task{old, next}, nil, nil), Inputs{Nginx: nginx})
 	if len(cfg.Sites) != 1 {
-		t.Errorf("a rolling update with nothing running lost its host: %+v", cfg.Sites)
+		t.Errorf("a service that has served lost its host while its next task starts: %+v", cfg.Sites)
 	}
-	created := projectTasks(web, []swarm.Task{task("b", "", 1, "n2", swarm.TaskStateStarting, overlayNet("front", "10.0.1.6/24"))}, nil, nil)
+	created := projectTasks(web, []swarm.Task{next}, nil, nil)
 	if cfg, _, _ = Desired(created, Inputs{Nginx: nginx}); len(cfg.Sites) != 0 {
 		t.Errorf("a new service's starting task got a site: %+v", cfg.Sites)
 	}

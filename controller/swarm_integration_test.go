@@ -125,6 +125,14 @@ func runningIn(cs []Container, network string, subnet netip.Prefix) (running []C
 	return running, allIn
 }
 
+// shortTaskID is a task ID as `docker service ps -q` prints it.
+func shortTaskID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 func describe(cs []Container) string {
 	var s []string
 	for _, c := range cs {
@@ -265,6 +273,40 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	t.Logf("List with 1 service × 3 tasks, 20 calls: median %s, max %s (through docker exec dial-stdio)",
 		times[len(times)/2].Round(time.Microsecond), times[len(times)-1].Round(time.Microsecond))
+
+	// A node dies (a power cut): its task must stop counting as running as
+	// soon as the managers see the node down, before Swarm has replaced it.
+	const victim = 2
+	onVictim := map[string]bool{}
+	for _, id := range strings.Fields(sw.Docker(t, mgr, "service", "ps", "-q", "--filter", "desired-state=running",
+		"--filter", "node="+sw.Nodes[victim].ID, "web")) {
+		onVictim[id] = true
+	}
+	if len(onVictim) == 0 {
+		t.Fatalf("no task of web on node %d", victim)
+	}
+	sw.Kill(t, victim)
+	var steps []string
+	took = eventually(t, 60*time.Second, "the dead node's task not running", func() (bool, string) {
+		cs = list()
+		if d := describe(cs); len(steps) == 0 || steps[len(steps)-1] != d {
+			steps = append(steps, d)
+		}
+		for _, c := range cs {
+			if c.Running && (onVictim[c.ID] || onVictim[shortTaskID(c.ID)]) {
+				return false, describe(cs)
+			}
+		}
+		return true, describe(cs)
+	})
+	t.Logf("the task on the killed node is not running in List %s after the kill; each distinct List:\n%s",
+		took.Round(time.Millisecond), strings.Join(steps, "\n"))
+	took = eventually(t, 60*time.Second, "3 running tasks again", func() (bool, string) {
+		cs = list()
+		running, in := runningIn(cs, network, sub)
+		return len(running) == 3 && in, describe(cs)
+	})
+	t.Logf("3 tasks running again %s later: %s", took.Round(time.Millisecond), describe(cs))
 
 	// A rolling update of a single replica, stop-first (Swarm's default):
 	// for the seconds between the old task stopping and the new one
