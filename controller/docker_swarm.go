@@ -213,6 +213,10 @@ func downNodes(nodes []swarm.Node) map[string]bool {
 // though: a task whose image or service declares a health check stays
 // "starting" until its first healthy result, and one found unhealthy then
 // is stopped and replaced, so a running task has passed its health check.
+// One exception seen on engine 20.10: a container that exits 0 when it is
+// stopped for failing (one that handles SIGTERM gracefully) is taken for a
+// task that started, and listed running until Swarm sees the exit, a
+// moment later; the next pass drops it.
 func projectTasks(svc swarm.Service, tasks []swarm.Task, down map[string]bool, netNames map[string]string) []Container {
 	exposed := servicePorts(svc.Spec)
 	keep := keepsHost(tasks)

@@ -153,12 +153,14 @@ func TestSwarmSourceFollowsAServiceOnARealSwarm(t *testing.T) {
 	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "web", "--label", "proxy.host=s.test",
 		"--endpoint-mode", "dnsrr", "--network", network, "--replicas", "2", "--env", "NAME=web", backend)
 	// A service whose health check always fails: Swarm keeps its task
-	// starting, then stops it at its first unhealthy result and starts
-	// another (the backend exits 0 on SIGTERM, so the ended task is
-	// "Complete"); no task ever runs, and berth, which reads no task
-	// health in API 1.41, never routes to one (docker_swarm.go).
+	// starting, then stops it at its first unhealthy result, fails it and
+	// starts another; no task ever runs, and berth, which reads no task
+	// health in API 1.41, never routes to one (docker_swarm.go). It stops
+	// with SIGKILL: the 20.10 executor takes a container that exits 0
+	// while it waits for health (the backend does on SIGTERM) for a task
+	// that started, and reports it running until it sees the exit.
 	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "sick", "--label", "proxy.host=sick.test",
-		"--endpoint-mode", "dnsrr", "--network", network, "--env", "HEALTHY=0", backend)
+		"--endpoint-mode", "dnsrr", "--network", network, "--env", "HEALTHY=0", "--stop-signal", "SIGKILL", backend)
 
 	// A global service: one task per node, named after the node's ID.
 	sw.Docker(t, mgr, "service", "create", "--detach", "--name", "edge", "--mode", "global", "--label", "proxy.host=e.test",
