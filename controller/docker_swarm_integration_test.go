@@ -1,7 +1,8 @@
 package controller
 
 // SwarmSource against a real three-node Swarm built from Debian's docker.io
-// inside containers (internal/testenv StartSwarm).
+// inside containers (internal/testenv StartSwarm). It imports the Docker
+// client, so its name starts with docker like the adapter files'.
 //
 // The test reaches the inner manager's engine with the real Docker client
 // through `docker exec -i NODE docker system dial-stdio`: the Docker CLI's
