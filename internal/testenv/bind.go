@@ -106,14 +106,7 @@ func BINDImage(t testing.TB) string {
 }
 
 func bindRootfs() rootfsSpec {
-	return rootfsSpec{
-		name:      "rootfs-bind9-" + bindSuite,
-		suite:     bindSuite,
-		packages:  bindPackages,
-		key:       hashOf(imageVersion, "bind9", bindSuite, strings.Join(bindPackages, ",")),
-		marker:    filepath.Join("usr", "sbin", "named"),
-		configure: func(string) error { return nil },
-	}
+	return packageRootfs("bind9", bindSuite, bindPackages, filepath.Join("usr", "sbin", "named"), nil)
 }
 
 // StartBIND starts BIND on network, authoritative for zone (e.g.

@@ -95,8 +95,12 @@ func memoImage(t testing.TB, id string, build func(logf logFunc) (string, error)
 }
 
 // buildIfMissing takes the build lock, and builds ref with build unless the
-// engine already has it.
+// engine already has it. An image that exists already skips the lock, which
+// another test process may hold for minutes while it builds another image.
 func buildIfMissing(logf logFunc, ref string, build func() error) (string, error) {
+	if imageExists(ref) {
+		return ref, nil
+	}
 	err := withBuildLock(logf, func() error {
 		if imageExists(ref) {
 			return nil
@@ -154,9 +158,6 @@ func rootfsImage(t testing.TB, repo, tagPrefix string, spec rootfsSpec, config s
 	RequireDocker(t)
 	ref := repo + ":" + tagPrefix + spec.key
 	return memoImage(t, ref, func(logf logFunc) (string, error) {
-		if imageExists(ref) { // skip the build lock, which another image's debootstrap may hold for a minute
-			return ref, nil
-		}
 		return buildIfMissing(logf, ref, func() error {
 			dir, err := rootfs(logf, spec)
 			if err != nil {
@@ -301,6 +302,23 @@ type rootfsSpec struct {
 	// cache directory without it is rebuilt.
 	marker    string
 	configure func(dir string) error
+}
+
+// packageRootfs is the rootfsSpec of Debian's packages in suite, for the
+// image kind, cached as rootfs-<kind>-<suite>. configure (nil: nothing) runs
+// on the finished tree; extra are its inputs, so that a change rebuilds.
+func packageRootfs(kind, suite string, packages []string, marker string, configure func(dir string) error, extra ...string) rootfsSpec {
+	if configure == nil {
+		configure = func(string) error { return nil }
+	}
+	return rootfsSpec{
+		name:      "rootfs-" + kind + "-" + suite,
+		suite:     suite,
+		packages:  packages,
+		key:       hashOf(append([]string{imageVersion, kind, suite, strings.Join(packages, ",")}, extra...)...),
+		marker:    marker,
+		configure: configure,
+	}
 }
 
 // rootfs returns the root file system of spec, debootstrapping it once per

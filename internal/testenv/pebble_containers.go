@@ -185,9 +185,6 @@ func pebbleImage(t testing.TB) string {
 			return "", err
 		}
 		ref := "berth-test-pebble:" + key
-		if imageExists(ref) { // skip the build lock, which a debootstrap may hold for a minute
-			return ref, nil
-		}
 		return buildIfMissing(logf, ref, func() error {
 			if err := buildPebbleImage(logf, bins, ref); err != nil {
 				return err

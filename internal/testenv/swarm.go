@@ -21,7 +21,8 @@ import (
 // This kernel has no IPVS: service virtual IPs and the ingress routing
 // mesh do not work. Services must run with --endpoint-mode dnsrr (or be
 // reached at their tasks' addresses) and publish with mode=host. Overlay
-// networks across the nodes work.
+// networks across the nodes work. There is no registry either: Load every
+// image a service uses into the nodes first.
 type Swarm struct {
 	Network string      // the outer engine's network of the nodes
 	Nodes   []SwarmNode // in the order they joined; node 0 created the swarm
@@ -67,6 +68,12 @@ const swarmReadyTimeout = 90 * time.Second
 // 15 s of every test that kills one.
 const swarmHeartbeat = "1s"
 
+// swarmPollTimeout bounds one poll of a manager. A manager forwards most
+// calls to the leader, and right after the leader dies it waits 20 s for
+// the dead one; a poll that gives up sooner sees the new leader (about
+// 10 s: raft's election timeout) as soon as there is one.
+const swarmPollTimeout = "5s"
+
 // StartSwarm starts a Swarm of opts.Nodes engines and waits until every
 // node is Ready. It removes the nodes, their storage and their network in
 // t.Cleanup, logging each engine's last output first if the test failed.
@@ -97,8 +104,9 @@ func StartSwarm(t testing.TB, opts SwarmOptions) *Swarm {
 	}
 	engines := time.Since(start)
 	s.form(t)
-	t.Logf("a Swarm of %d nodes (%d managers) is ready after %v (engines %v)", opts.Nodes, opts.Managers,
-		time.Since(start).Round(100*time.Millisecond), engines.Round(100*time.Millisecond))
+	driver, _ := s.TryDocker(0, "info", "--format", "{{.Driver}}")
+	t.Logf("a Swarm of %d nodes (%d managers, storage driver %s) is ready after %v (engines %v)", opts.Nodes, opts.Managers,
+		driver, time.Since(start).Round(100*time.Millisecond), engines.Round(100*time.Millisecond))
 	return s
 }
 
@@ -117,8 +125,8 @@ func (s *Swarm) startNode(t testing.TB, img string, i int, manager bool, publish
 	args := append([]string{"run", "-d", "--name", n.Name, "--hostname", n.Name, "--network", s.Network}, LabelArgs()...)
 	args = append(args, swarmNodeArgs...)
 	// The inner engine's images and containers live on an anonymous volume
-	// (labelled, so that CleanupLeftovers finds a stray one): vfs copies
-	// every layer in full, which is slow on the outer fuse-overlayfs.
+	// (labelled, so that CleanupLeftovers finds a stray one), where it can
+	// use overlay2 (see swarmNodeImageConfig).
 	args = append(args, "--mount", "type=volume,dst=/var/lib/docker,"+volumeLabels())
 	for _, port := range publish {
 		args = append(args, "-p", fmt.Sprintf("127.0.0.1::%d/tcp", port))
@@ -217,7 +225,8 @@ type swarmNodeState struct {
 // nodeList runs `docker node ls` on node from (a manager) and returns its
 // rows by hostname.
 func (s *Swarm) nodeList(from int) (map[string]swarmNodeState, error) {
-	out, err := s.TryDocker(from, "node", "ls", "--format", "{{.Hostname}}\t{{.ID}}\t{{.Status}}\t{{.ManagerStatus}}")
+	out, err := TryDocker("exec", s.Nodes[from].Name, "timeout", swarmPollTimeout,
+		"docker", "node", "ls", "--format", "{{.Hostname}}\t{{.ID}}\t{{.Status}}\t{{.ManagerStatus}}")
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +278,9 @@ func (s *Swarm) TryDocker(node int, args ...string) (string, error) {
 
 // Kill kills node's container, as a power cut would: its engine stops
 // without leaving the swarm, and the managers find out only when its
-// heartbeats stop.
+// heartbeats stop (Down a few seconds later, see swarmHeartbeat; 10-20 s
+// more when it was the leader, for the election). Its Addr then refuses
+// connections, and Load passes it by.
 func (s *Swarm) Kill(t testing.TB, node int) {
 	t.Helper()
 	Docker(t, "kill", s.Nodes[node].Name)

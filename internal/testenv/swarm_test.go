@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -53,6 +52,23 @@ func TestSwarmThreeNodes(t *testing.T) {
 	}
 	t.Logf("the global service answered on every node after %v", time.Since(serveStart).Round(100*time.Millisecond))
 
+	// nginx on one node reaches the tasks on every node through the
+	// overlay network, by the addresses Swarm's DNS gives.
+	nginx := NginxImage(t, "bookworm")
+	loadStart = time.Now()
+	s.Load(t, nginx)
+	t.Logf("loaded nginx into 3 nodes in %v", time.Since(loadStart).Round(100*time.Millisecond))
+	probe := `for ip in $(getent ahostsv4 tasks.backend | cut -d' ' -f1 | sort -u); do curl -sS --max-time 2 http://$ip/; done`
+	Eventually(t, 30*time.Second, func() error {
+		out, err := s.TryDocker(2, "run", "--rm", "--network", "berth-test", nginx, "sh", "-c", probe)
+		for _, n := range s.Nodes {
+			if !strings.Contains(out, "name="+n.Name+" ") {
+				return fmt.Errorf("tasks.backend from node 2 over the overlay: %q (%v), want an answer from %s", out, err, n.Name)
+			}
+		}
+		return nil
+	})
+
 	leader := -1
 	nodes, err := s.nodeList(1)
 	if err != nil {
@@ -79,34 +95,37 @@ func TestSwarmThreeNodes(t *testing.T) {
 			t.Errorf("after the leader died: %v", err)
 		}
 	}
+	var elected time.Duration // until a survivor answers node ls: a new leader
 	Eventually(t, time.Minute, func() error {
 		nodes, err := s.nodeList(survivors[0])
 		if err != nil {
 			return err
+		}
+		if elected == 0 {
+			elected = time.Since(killStart)
 		}
 		if got := nodes[s.Nodes[leader].Name]; got.status != "Down" || got.manager != "Unreachable" {
 			return fmt.Errorf("the killed leader is %+v, want Down and Unreachable", got)
 		}
 		return nil
 	})
-	t.Logf("the killed leader %s showed as Down after %v", s.Nodes[leader].Name, time.Since(killStart).Round(100*time.Millisecond))
+	t.Logf("the killed leader %s showed as Down after %v (a new leader after %v)", s.Nodes[leader].Name,
+		time.Since(killStart).Round(100*time.Millisecond), elected.Round(100*time.Millisecond))
 	s.Docker(t, survivors[1], "service", "ls") // the survivors keep a quorum
 	t.Logf("whole test: %v", time.Since(start).Round(100*time.Millisecond))
 }
 
 // answersAs checks that the backend at addr answers as name.
 func answersAs(addr, name string) error {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
-	resp, err := client.Get("http://" + addr + "/")
+	req, err := http.NewRequest("GET", "http://"+addr+"/", nil)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	_, body, err := fetchDirect(req)
 	if err != nil {
 		return err
 	}
-	if !strings.HasPrefix(string(body), "name="+name+" ") {
+	if !strings.HasPrefix(body, "name="+name+" ") {
 		return fmt.Errorf("%s answered %q, want name=%s", addr, body, name)
 	}
 	return nil

@@ -93,17 +93,11 @@ func TestBackendImageServesAndReportsHealth(t *testing.T) {
 	t.Cleanup(func() { TryDocker("rm", "-f", name) })
 	addr := Docker(t, "port", name, "8080/tcp")
 	addr = strings.Split(addr, "\n")[0]
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	Eventually(t, 10*time.Second, func() error {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/p", nil)
 		req.Host = "h.test"
 		req.Header.Set("X-Real-IP", "10.1.2.3")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
+		resp, body, err := fetchDirect(req)
 		if err != nil {
 			return err
 		}
@@ -145,4 +139,18 @@ func TestCleanupLeftoversKeepsLiveOwners(t *testing.T) {
 	if _, err := TryDocker("network", "inspect", dead); err == nil {
 		t.Errorf("CleanupLeftovers kept network %s of a dead process", dead)
 	}
+}
+
+// fetchDirect sends req without a proxy, with a short timeout (the
+// servers tested answer at once or are not up yet), and returns the
+// response with its whole body.
+func fetchDirect(req *http.Request) (*http.Response, string, error) {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, string(body), err
 }
