@@ -30,6 +30,7 @@ type fakeCA struct {
 	times   []time.Time // when each order was placed (the bubble's clock)
 	replace []*x509.Certificate
 	how     []OrderOptions // each order's challenge and profile
+	profile string         // the profile it says it issued with when asked for none
 }
 
 func newFakeCA(t testing.TB) *fakeCA {
@@ -72,9 +73,14 @@ func (f *fakeCA) Obtain(_ context.Context, names []string, opts OrderOptions) (I
 		return Issued{}, err
 	}
 	keyDER, _ := x509.MarshalECPrivateKey(key)
+	profile := opts.Profile
+	if profile == "" {
+		profile = f.profile
+	}
 	return Issued{
 		ChainPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:   pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		Profile:  profile,
 	}, nil
 }
 

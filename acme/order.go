@@ -1,7 +1,6 @@
 package acme
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
@@ -39,7 +38,8 @@ func bookUpdate(b nameBook) func([]string, func(NameState) NameState) error {
 
 // place checks that cert's path is berth's, orders names, publishes the
 // certificate under cert and clears the names' failures. The meta records
-// the profile and challenge it was ordered with: a profile change renews,
+// the profile and challenge it was ordered with, as asked ("" for the
+// issuer's default, whatever that is): a change of what is asked renews,
 // and "berth renew" orders it the same way.
 func (o orderer) place(ctx context.Context, cert string, names []string, opts OrderOptions, now time.Time) (*Stored, error) {
 	if err := o.store.Check(cert); err != nil {
@@ -54,7 +54,7 @@ func (o orderer) place(ctx context.Context, cert string, names []string, opts Or
 		return nil, fmt.Errorf("CA returned an unreadable certificate: %w", err)
 	}
 	meta := Meta{Domains: leafNames(leaf), Issuer: issuerName(leaf), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter,
-		CertURL: issued.CertURL, Profile: cmp.Or(issued.Profile, opts.Profile), Challenge: challengeOf(names, opts.Challenge), Obtained: now.UTC()}
+		CertURL: issued.CertURL, Profile: opts.Profile, Challenge: challengeOf(names, opts.Challenge), Obtained: now.UTC()}
 	version, err := o.store.save(cert, issued.ChainPEM, issued.KeyPEM, meta)
 	if err != nil {
 		return nil, err

@@ -76,6 +76,23 @@ func TestPlanRenewsACertificateWhoseProfileChanged(t *testing.T) {
 	}
 }
 
+func TestTheIssuersOwnDefaultProfileIsNoChange(t *testing.T) {
+	e := newEnv(t)
+	e.ca.profile = "issuer-default" // what the CA chose when asked for none
+	o := orderer{store: e.store(), issuer: e.ca, update: bookUpdate(newNameBook(e.state, quietLog()))}
+	st, err := o.place(context.Background(), "a.test", []string{"a.test"}, OrderOptions{}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Meta.Profile != "" {
+		t.Fatalf("meta profile %q, want what was asked for: none", st.Meta.Profile)
+	}
+	ci := &certInfo{stored: st, renewAt: st.Leaf.NotAfter.Add(-time.Hour)}
+	if jobs, _ := planJobs(groupRequests(Requests([][]string{{"a.test"}}), ""), map[string]*certInfo{"a.test": ci}, nil, map[string]bool{}, time.Now()); len(jobs) != 0 {
+		t.Fatalf("jobs %+v: the CA's own default profile was taken for a profile change", jobs)
+	}
+}
+
 func TestPlanOrdersWildcardsByDNS01(t *testing.T) {
 	groups := groupRequests([]CertRequest{{Names: []string{"*.w.test"}}, {Names: []string{"a.test"}, Challenge: ChallengeDNS01, Profile: "p"}, {Names: []string{"b.test"}}}, "")
 	jobs, _ := planJobs(groups, nil, nil, map[string]bool{}, t0)
