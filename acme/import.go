@@ -87,10 +87,11 @@ func Import(store Store, dir string, now time.Time) ([]ImportResult, error) {
 }
 
 // importName is the store name of an imported certificate: its first DNS
-// name, sorted, as berth names the certificates it orders.
+// name, sorted, spelled as berth names the certificates it orders
+// (CertName: a wildcard's "*" as "_", which a path nginx reads may hold).
 func importName(leaf *x509.Certificate) string {
 	names := slices.Sorted(slices.Values(leaf.DNSNames))
-	return names[0]
+	return CertName(names[0])
 }
 
 // storedValid loads the store's current certificates that are valid at now.

@@ -57,6 +57,9 @@ func TestImportReadsEachLayoutIntoTheStore(t *testing.T) {
 	flat := t.TempDir()
 	c, k := ca.valid(t, "flat.test")
 	writePair(t, filepath.Join(flat, "flat.test.crt"), filepath.Join(flat, "flat.test.key"), c, k)
+	wild := t.TempDir()
+	c, k = ca.valid(t, "*.star.test", "star.test")
+	writePair(t, filepath.Join(wild, "_.star.test.crt"), filepath.Join(wild, "_.star.test.key"), c, k)
 	cases := map[string]struct {
 		dir  string
 		want []string
@@ -65,6 +68,9 @@ func TestImportReadsEachLayoutIntoTheStore(t *testing.T) {
 		"acme-companion": {acmeCompanionDir(t, ca, "www.comp.test", "comp.test"), []string{"comp.test=comp.test,www.comp.test"}},
 		"certbot":        {certbotDir(t, ca, "site", "bot.test", "www.bot.test"), []string{"bot.test=bot.test,www.bot.test"}},
 		"certbot live/":  {filepath.Join(certbotDir(t, ca, "site", "live.test"), "live"), []string{"live.test=live.test"}},
+		// A wildcard is stored as _.<domain>, as berth stores the ones it
+		// orders: a "*" in a path would make the renderer refuse the site.
+		"nginx-proxy wildcard": {wild, []string{"_.star.test=*.star.test,star.test"}},
 	}
 	for layout, c := range cases {
 		store := Store{Dir: t.TempDir(), Log: quietLog()}

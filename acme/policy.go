@@ -66,6 +66,8 @@ func RetryAfter(now time.Time, n int, caRetry time.Duration) time.Time {
 // rest of a wildcard when one does).
 func Unissuable(name string) string {
 	switch {
+	case strings.HasSuffix(name, ".*"):
+		return "names ending in a wildcard (example.*) route like nginx server names but no CA issues a certificate for them (proxy.acme=off silences this)"
 	case strings.Contains(name, "*"):
 		return "wildcard names need a DNS-01 challenge: set BERTH_ACME_DNS_PROVIDER (or proxy.acme=off to silence this)"
 	case name == "localhost" || strings.HasSuffix(name, ".localhost"):

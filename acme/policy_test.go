@@ -3,6 +3,7 @@ package acme
 import (
 	"crypto/x509"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,6 +58,11 @@ func TestUnissuable(t *testing.T) {
 		if got := Unissuable(name) != ""; got != bad {
 			t.Errorf("Unissuable(%q) = %v", name, got)
 		}
+	}
+	// A DNS provider is no help for a name ending in a wildcard: the line
+	// must not tell the user to configure one.
+	if why := Unissuable("example.*"); strings.Contains(why, "BERTH_ACME_DNS_PROVIDER") {
+		t.Errorf("Unissuable(example.*) = %q", why)
 	}
 }
 

@@ -192,7 +192,7 @@ func (s Store) List() ([]string, error) {
 }
 
 func validName(name string) error {
-	if name == "" || strings.ContainsAny(name, "/\\") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, linkSuffix) {
+	if name == "" || strings.ContainsAny(name, "/\\*") || strings.HasPrefix(name, ".") || strings.HasSuffix(name, linkSuffix) {
 		return fmt.Errorf("invalid certificate name %q", name)
 	}
 	return nil
@@ -234,8 +234,7 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 	if err := s.Check(name); err != nil {
 		return "", fmt.Errorf("save: %w", err)
 	}
-	base := filepath.Join(s.Dir, versionsDir, name)
-	if err := os.MkdirAll(base, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(s.Dir, versionsDir), 0o755); err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
 	unlock, err := s.lock()
@@ -243,6 +242,12 @@ func (s Store) save(name string, chainPEM, keyPEM []byte, meta Meta) (string, er
 		return "", fmt.Errorf("save %s: %w", name, err)
 	}
 	defer unlock()
+	// Under the lock: Prune removes a name's directory that holds no
+	// version, which a new name's directory is until the version is in.
+	base := filepath.Join(s.Dir, versionsDir, name)
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", fmt.Errorf("save %s: %w", name, err)
+	}
 	dir, err := os.MkdirTemp(base, time.Now().UTC().Format("20060102T150405")+"-")
 	if err != nil {
 		return "", fmt.Errorf("save %s: %w", name, err)
@@ -342,18 +347,18 @@ func (s Store) Delete(name string) error {
 // names left with no version and no link. It returns what it removed.
 func (s Store) Prune(keep func(version string) bool) ([]string, error) {
 	root := filepath.Join(s.Dir, versionsDir)
-	names, err := os.ReadDir(root)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(root); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("prune: %w", err)
 	}
 	unlock, err := s.lock()
 	if err != nil {
 		return nil, fmt.Errorf("prune: %w", err)
 	}
 	defer unlock()
+	names, err := os.ReadDir(root) // under the lock, with every Save done or not begun
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
 	var removed []string
 	for _, n := range names {
 		if !n.IsDir() {

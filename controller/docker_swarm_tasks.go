@@ -99,11 +99,13 @@ func current(t swarm.Task) bool {
 	return t.DesiredState == swarm.TaskStateRunning || t.DesiredState == swarm.TaskStateReady
 }
 
-// keepsHost: the service has run tasks before (Swarm keeps ended tasks as
-// history) and none of its current tasks runs, so its tasks on their way
-// keep its host. A brand-new service has no history: its first tasks do
-// not make a 503 site. With a task-history-limit of 0 there is no history,
-// and the host goes until a task runs again.
+// keepsHost: the service has ended tasks (Swarm keeps them as history)
+// and none of its current tasks runs, so its tasks on their way keep its
+// host. A brand-new service has no history: its first tasks do not make a
+// 503 site, unless one of them has already ended (a first task that
+// crashed counts as history, so such a service gets its 503 site and its
+// certificate order at once). With a task-history-limit of 0 there is no
+// history, and the host goes until a task runs again.
 func keepsHost(tasks []swarm.Task) bool {
 	history, running := false, false
 	for _, t := range tasks {

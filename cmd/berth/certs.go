@@ -54,7 +54,7 @@ func certsCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "berth: %s takes exactly one HOST\n", cmd)
 		return 2
 	}
-	host, err := controller.NormalizeHost(s.args[0])
+	host, err := certHost(s.args[0])
 	if err != nil {
 		fmt.Fprintln(stderr, "berth:", err)
 		return 2
@@ -198,4 +198,14 @@ func importCerts(store acme.Store, dir string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "nothing to import from %s: no certificates found\n", dir)
 	}
 	return 0
+}
+
+// certHost reads the HOST of renew and revoke: a hostname, or the
+// wildcard name of a wildcard certificate ("*.example.com").
+func certHost(arg string) (string, error) {
+	if rest, ok := strings.CutPrefix(arg, "*."); ok {
+		h, err := controller.NormalizeHost(rest)
+		return "*." + h, err
+	}
+	return controller.NormalizeHost(arg)
 }

@@ -39,6 +39,9 @@ func TestRenewAndRevokeNeedOneValidHost(t *testing.T) {
 		"exactly one HOST ": {"revoke", "a.test", "b.test"},
 		"bad_host!":         {"renew", "bad_host!"},
 		"BERTH_ACME_CA=off": {"renew", "a.test"},
+		// A wildcard certificate is renewed by its wildcard name.
+		"BERTH_ACME_CA=off ": {"renew", "*.a.test"},
+		"bad_wild!":          {"revoke", "*.bad_wild!"},
 	}
 	for want, args := range cases {
 		var stderr bytes.Buffer
