@@ -40,6 +40,8 @@ Usage:
                         certbot tree into berth's store (berth renews them later)
   berth status [--json] what the running daemon serves, skips and waits for
   berth why NAME        why a container or host is (not) served, in sentences
+  berth agent [flags]   Swarm agent beside a node's nginx: applies the config a manager's berth
+                        pushes (signed with BERTH_AGENT_SECRET_FILE); in progress
   berth health          exit 0 if the daemon watches Docker and has a confirmed nginx
   berth version         print the version
   berth COMMAND --help  flags of a command
@@ -81,6 +83,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return certsCmd(cmd, args, stdout, stderr)
 	case "status", "why", "health":
 		return statusCmd(cmd, args, stdout, stderr)
+	case "agent":
+		return agentCmd(args, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "berth", version)
 		return 0

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/berthproxy/berth/agent"
+	"github.com/berthproxy/berth/controller"
+	"github.com/berthproxy/berth/nginxconf"
+)
+
+// agentSettings are what `berth agent` needs: where the node's nginx reads
+// its files, which nginx, and how the manager reaches and authenticates to
+// it. No ACME setting: the manager orders, the agent only writes.
+type agentSettings struct {
+	ConfDir, CertsDir, Webroot string
+	NginxContainer             string
+	Addr, SecretFile           string
+	LogLevel, LogFormat        string
+}
+
+func parseAgentSettings(args []string, stderr io.Writer) (agentSettings, error) {
+	var s agentSettings
+	fs := flag.NewFlagSet("berth agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	str := func(p *string, name, env, def, help string) {
+		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", help, env))
+	}
+	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "this node's nginx conf.d volume; the agent owns only berth-* files there")
+	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx; pushed certificates go here")
+	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
+	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID on this node (default: the running container labelled proxy.nginx=true)")
+	str(&s.Addr, "agent-addr", "BERTH_AGENT_ADDR", agent.DefaultAddr, "address the manager pushes to")
+	str(&s.SecretFile, "agent-secret-file", "BERTH_AGENT_SECRET_FILE", "/run/secrets/berth-agent", "file holding the secret shared with the manager (a Docker secret)")
+	str(&s.LogLevel, "log-level", "BERTH_LOG_LEVEL", "info", "debug, info, warn or error")
+	str(&s.LogFormat, "log-format", "BERTH_LOG_FORMAT", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	return s, nil
+}
+
+// agentCmd runs the Swarm agent until SIGTERM or SIGINT. It refuses to
+// start without a secret: an agent that took configuration from anyone
+// would hand nginx to whoever reaches its port.
+func agentCmd(args []string, stderr io.Writer) int {
+	s, err := parseAgentSettings(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "berth agent:", err)
+		return 2
+	}
+	log, err := newLogger(s.LogLevel, s.LogFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth agent:", err)
+		return 2
+	}
+	secret, err := agent.ReadSecret(s.SecretFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "berth agent: cannot start:", err)
+		return 1
+	}
+	if err := prepareAgentDirs(s); err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	engine, err := controller.NewDockerEngine()
+	if err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	defer engine.Close()
+	for _, name := range removeLeftovers(s.ConfDir) {
+		log.WithField("file", name).Info("removed a temporary file left by an interrupted write")
+	}
+	node := controller.NewNode(engine, newNginx(engine, settings{NginxContainer: s.NginxContainer}), s.ConfDir)
+	srv, err := agent.New(node, agent.Options{Secret: secret, CertsDir: s.CertsDir, Webroot: s.Webroot}, log.WithField("component", "agent"))
+	if err != nil {
+		log.WithError(err).Error("cannot start")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "addr": s.Addr}).Info("berth agent starting")
+	if err := srv.Run(ctx, s.Addr); err != nil {
+		log.WithError(err).Error("stopped")
+		return 1
+	}
+	log.Info("berth agent stopped; nginx config left in place")
+	return 0
+}
+
+// removeLeftovers clears the temporary files of a write interrupted by a
+// kill: the agent is the conf dir's one writer on this node.
+func removeLeftovers(dir string) []string {
+	removed, _ := nginxconf.RemoveLeftovers(dir, time.Now())
+	return removed
+}
+
+// prepareAgentDirs checks the conf dir exists (it is nginx's) and creates
+// the certificate and challenge directories the manager's pushes fill.
+func prepareAgentDirs(s agentSettings) error {
+	if err := prepareDirs(settings{ConfDir: s.ConfDir, Webroot: s.Webroot, ACMECA: "off"}); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.CertsDir, 0o755); err != nil {
+		return fmt.Errorf("BERTH_CERTS_DIR: %w", err)
+	}
+	return nil
+}
