@@ -29,6 +29,7 @@ type fakeEngine struct {
 	noNginx  bool
 	confDir  string
 	validate func(confDir string) (int, string) // nginx -t; nil passes
+	reload   func() error                       // what SIGHUP does; nil does nothing
 	signals  int
 }
 
@@ -64,6 +65,9 @@ func (f *fakeEngine) Signal(context.Context, string, string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.signals++
+	if f.reload != nil {
+		return f.reload()
+	}
 	return nil
 }
 
@@ -83,10 +87,14 @@ type testAgent struct {
 
 func newTestAgent(t *testing.T, eng *fakeEngine) testAgent {
 	t.Helper()
-	a := testAgent{confDir: t.TempDir(), certsDir: t.TempDir(), webroot: t.TempDir(), eng: eng}
-	if eng.confDir == "" {
-		eng.confDir = a.confDir
-	}
+	return serveAgent(t, testAgent{confDir: t.TempDir(), certsDir: t.TempDir(), webroot: t.TempDir(), eng: eng})
+}
+
+// serveAgent starts an agent on a's directories and returns it with its URL.
+func serveAgent(t *testing.T, a testAgent) testAgent {
+	t.Helper()
+	eng := a.eng
+	eng.confDir = a.confDir
 	node := controller.NewNode(eng, controller.NewNginx(eng, "", "", ""), a.confDir)
 	srv, err := New(node, Options{Secret: testSecret, CertsDir: a.certsDir, Webroot: a.webroot}, quietLog())
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,9 +31,7 @@ func parseAgentSettings(args []string, stderr io.Writer) (agentSettings, error) 
 	var s agentSettings
 	fs := flag.NewFlagSet("berth agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	str := func(p *string, name, env, def, help string) {
-		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", help, env))
-	}
+	str := envFlag(fs)
 	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "this node's nginx conf.d volume; the agent owns only berth-* files there")
 	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx; pushed certificates go here")
 	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
@@ -57,17 +54,9 @@ func parseAgentSettings(args []string, stderr io.Writer) (agentSettings, error) 
 // would hand nginx to whoever reaches its port.
 func agentCmd(args []string, stderr io.Writer) int {
 	s, err := parseAgentSettings(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "berth agent:", err)
-		return 2
-	}
-	log, err := newLogger(s.LogLevel, s.LogFormat, stderr)
-	if err != nil {
-		fmt.Fprintln(stderr, "berth agent:", err)
-		return 2
+	log, code := startLogging(err, s.LogLevel, s.LogFormat, "berth agent", stderr)
+	if log == nil {
+		return code
 	}
 	secret, err := agent.ReadSecret(s.SecretFile)
 	if err != nil {
