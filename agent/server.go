@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -63,24 +62,12 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// Run serves on addr until ctx ends.
-func (s *Server) Run(ctx context.Context, addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("agent listen on %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown)
-	}()
-	s.log.WithField("addr", ln.Addr().String()).Info("agent listening")
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+// Drain waits for the request that is writing, if any: a stop must not
+// cut an apply between its write and its reload (the marker would repair
+// it, but only at the next push).
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 }
 
 // authed reads the body, verifies its signature and hands it on; an

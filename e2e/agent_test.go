@@ -64,6 +64,10 @@ func newAgentStack(t *testing.T) (*stack, string) {
 		return nil
 	})
 	t.Logf("agent %s confirmed nginx after %v", s.id, since(start))
+	// The image's HEALTHCHECK, `berth health`, must find the agent healthy.
+	if out, err := testenv.TryDocker("exec", s.berth, "/berth", "health"); err != nil {
+		t.Fatalf("berth health in the agent's container: %v %s", err, out)
+	}
 	return s, url
 }
 

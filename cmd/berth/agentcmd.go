@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 // it. No ACME setting: the manager orders, the agent only writes.
 type agentSettings struct {
 	ConfDir, CertsDir, Webroot string
+	StateDir                   string // only the health socket lives here
 	NginxContainer             string
 	Addr, SecretFile           string
 	LogLevel, LogFormat        string
@@ -35,6 +37,7 @@ func parseAgentSettings(args []string, stderr io.Writer) (agentSettings, error) 
 	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "this node's nginx conf.d volume; the agent owns only berth-* files there")
 	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx; pushed certificates go here")
 	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
+	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "where the socket of `berth health` goes")
 	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID on this node (default: the running container labelled proxy.nginx=true)")
 	str(&s.Addr, "agent-addr", "BERTH_AGENT_ADDR", agent.DefaultAddr, "address the manager pushes to")
 	str(&s.SecretFile, "agent-secret-file", "BERTH_AGENT_SECRET_FILE", "/run/secrets/berth-agent", "file holding the secret shared with the manager (a Docker secret)")
@@ -82,13 +85,25 @@ func agentCmd(args []string, stderr io.Writer) int {
 		log.WithError(err).Error("cannot start")
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "addr": s.Addr}).Info("berth agent starting")
-	if err := srv.Run(ctx, s.Addr); err != nil {
-		log.WithError(err).Error("stopped")
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		log.WithError(err).Error("cannot start: BERTH_AGENT_ADDR")
 		return 1
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	log.WithFields(logrus.Fields{"version": version, "conf_dir": s.ConfDir, "addr": ln.Addr().String()}).Info("berth agent starting")
+	serveHTTP(ctx, ln, srv.Handler(), log)
+	// The image's HEALTHCHECK runs `berth health`, which asks the state
+	// dir's socket for /healthz: the same handler answers there, so the
+	// agent's container is healthy exactly when its nginx is confirmed.
+	if sock, err := listenSocket(s.StateDir); err != nil {
+		log.WithError(err).Warn("no health socket: berth health will report the agent unhealthy")
+	} else {
+		serveHTTP(ctx, sock, srv.Handler(), log)
+	}
+	<-ctx.Done()
+	srv.Drain()
 	log.Info("berth agent stopped; nginx config left in place")
 	return 0
 }
