@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,11 @@ var httpClient = &http.Client{Timeout: clientTimeout}
 // maxResponse bounds what the manager reads of an agent's answer.
 const maxResponse = 1 << 20
 
+// ErrOldGeneration is Push's error when the agent has taken a later
+// generation: the Response then carries that generation, so a manager that
+// took over with a clock behind its predecessor's can push above it.
+var ErrOldGeneration = errors.New("the agent has taken a later generation")
+
 // Push sends the desired files to the agent at base (e.g.
 // "http://10.0.1.5:9181") and returns its answer. An error means the agent
 // did not take the push (unreachable, refused, or an answer that is not a
@@ -32,14 +38,18 @@ func Push(ctx context.Context, base string, secret []byte, p Payload) (Response,
 		return Response{}, fmt.Errorf("encode push: %w", err)
 	}
 	resp, err := send(ctx, http.MethodPut, base+"/v1/config", secret, body)
-	if err != nil {
-		return Response{}, err
-	}
 	var r Response
-	if err := json.Unmarshal(resp, &r); err != nil || r.Result == "" {
+	if jerr := json.Unmarshal(resp, &r); jerr != nil || r.Result == "" {
+		if err != nil {
+			return Response{}, err
+		}
 		return Response{}, fmt.Errorf("push to %s: answer is not a response: %q", base, truncate(resp))
 	}
-	return r, nil
+	var se statusError
+	if errors.As(err, &se) && se.code == http.StatusConflict {
+		return r, fmt.Errorf("%w (%d, pushed %d): %s", ErrOldGeneration, r.Generation, p.Generation, r.Error)
+	}
+	return r, err
 }
 
 // PutChallenge asks the agent at base to serve keyAuth at
@@ -77,9 +87,20 @@ func send(ctx context.Context, method, url string, secret []byte, body []byte) (
 		return nil, fmt.Errorf("%s %s: read answer: %w", method, url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return data, fmt.Errorf("%s %s: HTTP %d: %s", method, url, resp.StatusCode, truncate(data))
+		return data, statusError{fmt.Sprintf("%s %s", method, url), resp.StatusCode, truncate(data)}
 	}
 	return data, nil
+}
+
+// statusError is an answer other than 200.
+type statusError struct {
+	request string
+	code    int
+	body    string
+}
+
+func (e statusError) Error() string {
+	return fmt.Sprintf("%s: HTTP %d: %s", e.request, e.code, e.body)
 }
 
 func truncate(b []byte) string {

@@ -7,12 +7,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/berthproxy/berth/controller"
+	"github.com/berthproxy/berth/internal/atomicfile"
 	"github.com/berthproxy/berth/nginxconf"
 )
 
@@ -28,6 +32,10 @@ type Options struct {
 	Secret   []byte
 	CertsDir string // BERTH_CERTS_DIR, where pushed certificates go
 	Webroot  string // BERTH_WEBROOT, where challenge tokens go
+	// GenerationFile keeps the last generation taken across restarts, so a
+	// restarted agent still refuses a replayed older push; "" keeps it in
+	// memory only.
+	GenerationFile string
 }
 
 // Server answers the manager. It serialises every request that writes, so
@@ -49,7 +57,11 @@ func New(node *controller.Node, opts Options, log *logrus.Entry) (*Server, error
 	if len(opts.Secret) == 0 {
 		return nil, errors.New("the agent needs a non-empty shared secret (BERTH_AGENT_SECRET_FILE)")
 	}
-	return &Server{node: node, opts: opts, log: log, now: time.Now}, nil
+	gen, err := readGeneration(opts.GenerationFile)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{node: node, opts: opts, log: log, now: time.Now, generation: gen}, nil
 }
 
 // Handler routes the agent's endpoints.
@@ -99,16 +111,21 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, body []byte) {
 		return
 	}
 	if p.Generation < s.generation {
-		http.Error(w, fmt.Sprintf("generation %d is older than %d, already taken: refused as a replay", p.Generation, s.generation), http.StatusConflict)
+		writeJSON(w, http.StatusConflict, Response{Generation: s.generation, Result: ResultFailed,
+			Error: fmt.Sprintf("generation %d is older than %d, already taken: refused as a replay", p.Generation, s.generation)})
 		return
 	}
 	if err := checkFiles(p.Files); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	s.generation = p.Generation
-	resp := s.apply(r.Context(), p)
+	s.take(p.Generation)
+	writeJSON(w, http.StatusOK, s.apply(r.Context(), p))
+}
+
+func writeJSON(w http.ResponseWriter, code int, resp Response) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
@@ -185,4 +202,39 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// take records gen as the last generation taken. A file that cannot be
+// written is logged: the push still applies, and only a replay across a
+// restart of this agent would then go unnoticed.
+func (s *Server) take(gen uint64) {
+	if gen == s.generation {
+		return
+	}
+	s.generation = gen
+	if s.opts.GenerationFile == "" {
+		return
+	}
+	if err := atomicfile.Write(s.opts.GenerationFile, []byte(strconv.FormatUint(gen, 10)+"\n"), 0o600); err != nil {
+		s.log.WithError(err).Warn("cannot record the generation; a restart forgets it")
+	}
+}
+
+// readGeneration reads the generation file; a missing file is generation 0.
+func readGeneration(path string) (uint64, error) {
+	if path == "" {
+		return 0, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the last generation: %w", err)
+	}
+	gen, err := strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s holds %q, not a generation: %w", path, data, err)
+	}
+	return gen, nil
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -187,9 +188,9 @@ func TestForgedAndReplayedPushesChangeNothing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("forged push: %v; want HTTP 401", err)
 	}
-	_, err = Push(context.Background(), a.url, testSecret, sites(4, "old.test"))
-	if err == nil || !strings.Contains(err.Error(), "409") {
-		t.Fatalf("older generation: %v; want HTTP 409", err)
+	resp, err := Push(context.Background(), a.url, testSecret, sites(4, "old.test"))
+	if !errors.Is(err, ErrOldGeneration) || resp.Generation != 5 {
+		t.Fatalf("older generation: %+v, %v; want ErrOldGeneration naming generation 5", resp, err)
 	}
 	if err := PutChallenge(context.Background(), a.url, []byte("guessed"), "tok", "x"); err == nil {
 		t.Fatal("forged challenge accepted")
@@ -312,5 +313,34 @@ func TestResultNamesWhatConvergeDid(t *testing.T) {
 		if got := result(tc.out, tc.err); got != tc.want {
 			t.Errorf("result(%+v, %v) = %s, want %s", tc.out, tc.err, got, tc.want)
 		}
+	}
+}
+
+func TestARestartedAgentStillRefusesAnOlderGeneration(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "generation")
+	eng := &fakeEngine{}
+	dir := t.TempDir()
+	eng.confDir = dir
+	start := func() *httptest.Server {
+		node := controller.NewNode(eng, controller.NewNginx(eng, "", "", ""), dir)
+		srv, err := New(node, Options{Secret: testSecret, CertsDir: t.TempDir(), Webroot: t.TempDir(), GenerationFile: file}, quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv.Handler())
+		t.Cleanup(hs.Close)
+		return hs
+	}
+	if _, err := Push(context.Background(), start().URL, testSecret, sites(7, "a.test")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Push(context.Background(), start().URL, testSecret, sites(6)); !errors.Is(err, ErrOldGeneration) {
+		t.Fatalf("generation 6 after a restart that took 7: %v; want ErrOldGeneration", err)
+	}
+	if err := os.WriteFile(file, []byte("seven"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(nil, Options{Secret: testSecret, GenerationFile: file}, quietLog()); err == nil {
+		t.Fatal("an unreadable generation file was ignored")
 	}
 }

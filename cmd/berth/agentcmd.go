@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -23,7 +24,7 @@ import (
 // it. No ACME setting: the manager orders, the agent only writes.
 type agentSettings struct {
 	ConfDir, CertsDir, Webroot string
-	StateDir                   string // only the health socket lives here
+	StateDir                   string // the health socket and the last generation taken
 	NginxContainer             string
 	Addr, SecretFile           string
 	LogLevel, LogFormat        string
@@ -37,7 +38,7 @@ func parseAgentSettings(args []string, stderr io.Writer) (agentSettings, error) 
 	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "this node's nginx conf.d volume; the agent owns only berth-* files there")
 	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx; pushed certificates go here")
 	str(&s.Webroot, "webroot", "BERTH_WEBROOT", "/var/www/acme", "HTTP-01 webroot volume, same path in nginx")
-	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "where the socket of `berth health` goes")
+	str(&s.StateDir, "state-dir", "BERTH_STATE_DIR", "/var/lib/berth", "the agent's state: the last generation taken, the socket of `berth health`")
 	str(&s.NginxContainer, "nginx-container", "BERTH_NGINX_CONTAINER", "", "nginx container name or ID on this node (default: the running container labelled proxy.nginx=true)")
 	str(&s.Addr, "agent-addr", "BERTH_AGENT_ADDR", agent.DefaultAddr, "address the manager pushes to")
 	str(&s.SecretFile, "agent-secret-file", "BERTH_AGENT_SECRET_FILE", "/run/secrets/berth-agent", "file holding the secret shared with the manager (a Docker secret)")
@@ -80,7 +81,8 @@ func agentCmd(args []string, stderr io.Writer) int {
 		log.WithField("file", name).Info("removed a temporary file left by an interrupted write")
 	}
 	node := controller.NewNode(engine, newNginx(engine, settings{NginxContainer: s.NginxContainer}), s.ConfDir)
-	srv, err := agent.New(node, agent.Options{Secret: secret, CertsDir: s.CertsDir, Webroot: s.Webroot}, log.WithField("component", "agent"))
+	srv, err := agent.New(node, agent.Options{Secret: secret, CertsDir: s.CertsDir, Webroot: s.Webroot,
+		GenerationFile: filepath.Join(s.StateDir, "agent-generation")}, log.WithField("component", "agent"))
 	if err != nil {
 		log.WithError(err).Error("cannot start")
 		return 1
@@ -116,13 +118,17 @@ func removeLeftovers(dir string) []string {
 }
 
 // prepareAgentDirs checks the conf dir exists (it is nginx's) and creates
-// the certificate and challenge directories the manager's pushes fill.
+// the certificate and challenge directories the manager's pushes fill and
+// the agent's state dir.
 func prepareAgentDirs(s agentSettings) error {
 	if err := prepareDirs(settings{ConfDir: s.ConfDir, Webroot: s.Webroot, ACMECA: "off"}); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(s.CertsDir, 0o755); err != nil {
 		return fmt.Errorf("BERTH_CERTS_DIR: %w", err)
+	}
+	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
+		return fmt.Errorf("BERTH_STATE_DIR: %w", err)
 	}
 	return nil
 }
