@@ -16,17 +16,22 @@ import (
 	"github.com/berthproxy/berth/nginxconf"
 )
 
-// checkFiles refuses a push whose conf files are not all berth's or that
-// lacks the default server: an agent must never touch a user's file, and a
-// push without the shared files is a broken sender, not a wish to remove
-// every site. Pure.
-func checkFiles(files map[string]string) error {
-	if _, ok := files[nginxconf.DefaultFile]; !ok {
+// checkPayload refuses a push whose conf files are not all berth's, that
+// lacks the default server, or that names a certificate outside the certs
+// dir: an agent must never touch a user's file, and a push without the
+// shared files is a broken sender, not a wish to remove every site. Pure.
+func checkPayload(p Payload) error {
+	if _, ok := p.Files[nginxconf.DefaultFile]; !ok {
 		return fmt.Errorf("files lack %s: refusing a config without the default server", nginxconf.DefaultFile)
 	}
-	for _, name := range slices.Sorted(maps.Keys(files)) {
+	for _, name := range slices.Sorted(maps.Keys(p.Files)) {
 		if !nginxconf.Owned(name) {
 			return fmt.Errorf("file %q is not one of berth's conf files", name)
+		}
+	}
+	for _, rel := range slices.Sorted(maps.Keys(p.Certs)) {
+		if _, err := certPath("/", rel); err != nil {
+			return err
 		}
 	}
 	return nil

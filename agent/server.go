@@ -115,7 +115,7 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, body []byte) {
 			Error: fmt.Sprintf("generation %d is older than %d, already taken: refused as a replay", p.Generation, s.generation)})
 		return
 	}
-	if err := checkFiles(p.Files); err != nil {
+	if err := checkPayload(p); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}

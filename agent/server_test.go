@@ -211,9 +211,8 @@ func TestAPushOfFilesThatAreNotBerthsIsRefused(t *testing.T) {
 		"a cert outside":      {Generation: 1, Files: map[string]string{nginxconf.DefaultFile: ""}, Certs: map[string]string{"../x": "y"}},
 		"a path in the files": {Generation: 1, Files: map[string]string{nginxconf.DefaultFile: "", "berth-../x.conf": ""}},
 	} {
-		resp, err := Push(context.Background(), a.url, testSecret, p)
-		if err == nil && resp.Result != ResultFailed {
-			t.Errorf("%s: accepted (%+v)", name, resp)
+		if resp, err := Push(context.Background(), a.url, testSecret, p); err == nil || !strings.Contains(err.Error(), "400") {
+			t.Errorf("%s: %+v, %v; want HTTP 400", name, resp, err)
 		}
 	}
 	if got := a.files(t); len(got) != 0 {
