@@ -42,50 +42,74 @@ func clearMarker(dir string) error {
 	return nil
 }
 
+// Applier is the one writer of berth's files in one conf dir, and the only
+// code that validates and signals the nginx reading them: it writes a plan
+// atomically behind the marker file, runs nginx -t, quarantines a host
+// file nginx rejects, rolls back, and sends SIGHUP. The local loop and the
+// Swarm agent both apply through it, so a node behaves exactly like a
+// single host. Not safe for concurrent use: its owner serialises calls.
+type Applier struct {
+	dir    string
+	engine Engine // only Exec and Signal are used
+	// quarantine: file → hash of the bytes nginx -t rejected.
+	quarantine map[string][32]byte
+	// unconfirmed: the files on disk may not be what nginx runs (a failed
+	// SIGHUP, or berth killed between write and reload, seen as the marker
+	// file at start). The next apply validates and reloads even without a
+	// change.
+	unconfirmed bool
+}
+
+// NewApplier returns the applier of dir. A marker left by an interrupted
+// apply makes the first apply validate and reload.
+func NewApplier(dir string, engine Engine) *Applier {
+	return &Applier{dir: dir, engine: engine, quarantine: map[string][32]byte{}, unconfirmed: markerExists(dir)}
+}
+
 // apply writes the plan, validates it in the nginx container and signals a
 // reload. On a rejected config it finds the host file at fault, holds it
 // back and restores the previous files. With an empty plan it validates and
 // reloads what is on disk (the files were never confirmed live).
-func (c *Controller) apply(ctx context.Context, nginx Container, current, desired nginxconf.Files, plan nginxconf.Plan, t *Timings, log *logrus.Entry) error {
-	wasUnconfirmed := c.unconfirmed
+func (a *Applier) apply(ctx context.Context, nginx Container, current, desired nginxconf.Files, plan nginxconf.Plan, t *Timings, log *logrus.Entry) error {
+	wasUnconfirmed := a.unconfirmed
 	if !plan.Empty() {
-		if err := setMarker(c.opts.ConfDir); err != nil {
+		if err := setMarker(a.dir); err != nil {
 			return fmt.Errorf("write %s: %w", markerFile, err)
 		}
-		c.unconfirmed = true
+		a.unconfirmed = true
 		start := time.Now()
-		if _, err := nginxconf.Apply(c.opts.ConfDir, current, desired); err != nil {
-			return c.rollback(current, wasUnconfirmed, fmt.Errorf("write: %w", err))
+		if _, err := nginxconf.Apply(a.dir, current, desired); err != nil {
+			return a.rollback(current, wasUnconfirmed, fmt.Errorf("write: %w", err))
 		}
 		t.Write = time.Since(start)
 	}
 	start := time.Now()
-	ok, out, err := c.validate(ctx, nginx)
+	ok, out, err := a.validate(ctx, nginx)
 	t.Validate = time.Since(start)
 	if err != nil {
-		return c.rollback(current, wasUnconfirmed, err)
+		return a.rollback(current, wasUnconfirmed, err)
 	}
 	if !ok {
-		c.isolate(ctx, nginx, out, current, desired, plan, log)
-		return c.rollback(current, wasUnconfirmed, fmt.Errorf("%w: %s", errRejected, strings.TrimSpace(out)))
+		a.isolate(ctx, nginx, out, current, desired, plan, log)
+		return a.rollback(current, wasUnconfirmed, fmt.Errorf("%w: %s", errRejected, strings.TrimSpace(out)))
 	}
 	start = time.Now()
-	if err := c.engine.Signal(ctx, nginx.ID, "HUP"); err != nil {
-		// The files are valid but not live: c.unconfirmed stays set, so
+	if err := a.engine.Signal(ctx, nginx.ID, "HUP"); err != nil {
+		// The files are valid but not live: a.unconfirmed stays set, so
 		// the next pass (after backoff) signals again.
 		return fmt.Errorf("reload: %w", err)
 	}
 	t.Signal = time.Since(start)
-	c.unconfirmed = false
-	if err := clearMarker(c.opts.ConfDir); err != nil {
+	a.unconfirmed = false
+	if err := clearMarker(a.dir); err != nil {
 		log.WithError(err).Warn("cannot remove the reload marker; the next start reloads once more")
 	}
 	return nil
 }
 
 // validate runs nginx -t in the nginx container.
-func (c *Controller) validate(ctx context.Context, nginx Container) (bool, string, error) {
-	code, out, err := c.engine.Exec(ctx, nginx.ID, []string{"nginx", "-t"})
+func (a *Applier) validate(ctx context.Context, nginx Container) (bool, string, error) {
+	code, out, err := a.engine.Exec(ctx, nginx.ID, []string{"nginx", "-t"})
 	if err != nil {
 		return false, out, fmt.Errorf("nginx -t: %w", err)
 	}
@@ -94,13 +118,13 @@ func (c *Controller) validate(ctx context.Context, nginx Container) (bool, strin
 
 // rollback restores previous. When it succeeds, the disk again holds what
 // nginx ran before this pass, so the marker is as it was then.
-func (c *Controller) rollback(previous nginxconf.Files, wasUnconfirmed bool, cause error) error {
-	if err := nginxconf.Rollback(c.opts.ConfDir, previous); err != nil {
+func (a *Applier) rollback(previous nginxconf.Files, wasUnconfirmed bool, cause error) error {
+	if err := nginxconf.Rollback(a.dir, previous); err != nil {
 		return errors.Join(cause, fmt.Errorf("rollback: %w", err))
 	}
 	if !wasUnconfirmed {
-		c.unconfirmed = false
-		_ = clearMarker(c.opts.ConfDir)
+		a.unconfirmed = false
+		_ = clearMarker(a.dir)
 	}
 	return cause
 }
@@ -116,22 +140,22 @@ var rejectedFile = regexp.MustCompile(`/(` + regexp.QuoteMeta(nginxconf.FilePref
 // build, a certificate it cannot load, a limit it hits) it is found by
 // validating halves of the changed files. The shared files (the default
 // server, the error pages: nginxconf.Shared) are never quarantined.
-func (c *Controller) isolate(ctx context.Context, nginx Container, out string, current, desired nginxconf.Files, plan nginxconf.Plan, log *logrus.Entry) {
+func (a *Applier) isolate(ctx context.Context, nginx Container, out string, current, desired nginxconf.Files, plan nginxconf.Plan, log *logrus.Entry) {
 	for _, m := range rejectedFile.FindAllStringSubmatch(out, -1) {
 		name := m[1]
 		if !nginxconf.Shared(name) && (slices.Contains(plan.Write, name) || plan.Empty() && current[name] != nil) {
-			c.hold(name, desired[name], "nginx -t names this file", out, log)
+			a.hold(name, desired[name], "nginx -t names this file", out, log)
 			return
 		}
 	}
 	base, cands := bisectStart(current, desired, plan)
-	onDisk, _ := nginxconf.ReadOwned(c.opts.ConfDir)
+	onDisk, _ := nginxconf.ReadOwned(a.dir)
 	test := func(files nginxconf.Files) (bool, error) {
-		if _, err := nginxconf.Apply(c.opts.ConfDir, onDisk, files); err != nil {
+		if _, err := nginxconf.Apply(a.dir, onDisk, files); err != nil {
 			return false, err
 		}
 		onDisk = files
-		ok, _, err := c.validate(ctx, nginx)
+		ok, _, err := a.validate(ctx, nginx)
 		return ok, err
 	}
 	name, err := bisect(base, cands, desired, test)
@@ -139,11 +163,11 @@ func (c *Controller) isolate(ctx context.Context, nginx Container, out string, c
 		log.WithError(err).Error("nginx rejected the change and the file at fault could not be found; retrying the whole change")
 		return
 	}
-	c.hold(name, desired[name], "found by validating halves of the change", out, log)
+	a.hold(name, desired[name], "found by validating halves of the change", out, log)
 }
 
-func (c *Controller) hold(name string, data []byte, how, out string, log *logrus.Entry) {
-	c.quarantine[name] = sha256.Sum256(data)
+func (a *Applier) hold(name string, data []byte, how, out string, log *logrus.Entry) {
+	a.quarantine[name] = sha256.Sum256(data)
 	log.WithFields(logrus.Fields{"file": name, "how": how, "nginx": strings.TrimSpace(out)}).
 		Error("nginx rejected this file; its host keeps its previous config until its input changes")
 }

@@ -87,18 +87,13 @@ type Controller struct {
 	pacer  reloadPacer
 	pass   int
 
-	notBefore  time.Time           // paced: no pass before this
-	deferUntil time.Time           // an idle removal waits until this (idleRemoval)
-	failures   int                 // consecutive failed passes, for backoff
-	reported   map[string]bool     // problems already logged, to log each once per change
-	quarantine map[string][32]byte // file → hash of bytes nginx -t rejected
+	notBefore  time.Time       // paced: no pass before this
+	deferUntil time.Time       // an idle removal waits until this (idleRemoval)
+	failures   int             // consecutive failed passes, for backoff
+	reported   map[string]bool // problems already logged, to log each once per change
 	pokes      chan string
 
-	// unconfirmed: the files on disk may not be what nginx runs (a failed
-	// SIGHUP, or berth killed between write and reload, seen as the marker
-	// file at start). The next pass validates and reloads even without a
-	// change.
-	unconfirmed bool
+	applier     *Applier          // the conf dir's one writer, and nginx's validator and signaller
 	verify      map[string]string // host → serial nginx must serve after the last reload
 	verifyFails int
 	verifyAfter time.Time       // no check before this: the reload must be complete
@@ -115,8 +110,7 @@ func New(engine Engine, nginx *Nginx, opts Options, log *logrus.Entry) *Controll
 		opts.Resync = DefaultResync
 	}
 	return &Controller{engine: engine, nginx: nginx, opts: opts, log: log, reported: map[string]bool{},
-		quarantine: map[string][32]byte{}, pokes: make(chan string, 1),
-		unconfirmed: markerExists(opts.ConfDir), verify: map[string]string{}}
+		applier: NewApplier(opts.ConfDir, engine), pokes: make(chan string, 1), verify: map[string]string{}}
 }
 
 // Run watches Docker and reconciles until ctx ends. It returns nil on

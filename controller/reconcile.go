@@ -100,11 +100,11 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	if err != nil {
 		return err
 	}
-	desired = withoutQuarantined(desired, current, c.quarantine)
+	desired = withoutQuarantined(desired, current, c.applier.quarantine)
 	plan := nginxconf.Diff(current, desired)
 	t.Render = time.Since(start)
 	c.seen.cfg, c.seen.wants, c.seen.problems, c.seen.plan = cfg, wants, problems, plan
-	if idleRemoval(plan, current) && !c.unconfirmed {
+	if idleRemoval(plan, current) && !c.applier.unconfirmed {
 		if c.deferUntil.IsZero() {
 			c.deferUntil = now.Add(idleRemovalDelay)
 		}
@@ -114,7 +114,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		}
 	}
 	c.deferUntil = time.Time{}
-	if plan.Empty() && !c.unconfirmed {
+	if plan.Empty() && !c.applier.unconfirmed {
 		c.pacer.Cancel()
 		c.resolved = resolvedLocations(cfg)
 		c.tellInUse(current)
@@ -129,7 +129,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
-	err = c.apply(actx, nginx, current, desired, plan, &t, log)
+	err = c.applier.apply(actx, nginx, current, desired, plan, &t, log)
 	c.seen.applied = true
 	if after, rerr := nginxconf.ReadOwned(c.opts.ConfDir); rerr == nil {
 		c.tellInUse(after) // whatever happened, the files on disk are what counts

@@ -89,7 +89,7 @@ func (c *Controller) checkServed(ctx context.Context, now time.Time, log *logrus
 		c.verifyFails = 0
 		return nil
 	case c.verifyFails%resignalAfter == 0:
-		c.unconfirmed = true // the next pass validates and signals again
+		c.applier.unconfirmed = true // the next pass validates and signals again
 	}
 	return errServed
 }

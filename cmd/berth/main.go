@@ -40,6 +40,8 @@ Usage:
                         certbot tree into berth's store (berth renews them later)
   berth status [--json] what the running daemon serves, skips and waits for
   berth why NAME        why a container or host is (not) served, in sentences
+  berth agent [flags]   Swarm agent beside a node's nginx: applies the config a manager's berth
+                        pushes (signed with BERTH_AGENT_SECRET_FILE); in progress
   berth health          exit 0 if the daemon watches Docker and has a confirmed nginx
   berth version         print the version
   berth COMMAND --help  flags of a command
@@ -61,17 +63,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "run", "render":
 		s, err := parseSettings(cmd, args, stderr)
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "berth:", err)
-			return 2
-		}
-		log, err := newLogger(s.LogLevel, s.LogFormat, stderr)
-		if err != nil {
-			fmt.Fprintln(stderr, "berth:", err)
-			return 2
+		log, code := startLogging(err, s.LogLevel, s.LogFormat, "berth", stderr)
+		if log == nil {
+			return code
 		}
 		if cmd == "render" {
 			return render(s, stdout, log)
@@ -81,6 +75,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return certsCmd(cmd, args, stdout, stderr)
 	case "status", "why", "health":
 		return statusCmd(cmd, args, stdout, stderr)
+	case "agent":
+		return agentCmd(args, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "berth", version)
 		return 0
@@ -99,6 +95,25 @@ func isFlag(s string) bool {
 // timestampFormat has milliseconds: reactions take tens of milliseconds,
 // and latency breakdowns are read from the logs.
 const timestampFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// startLogging turns a command's settings error into its exit code (0 for
+// --help, 2 for a usage error), or returns the logger those settings ask
+// for. The logger is nil when the command must exit with the code.
+func startLogging(settingsErr error, level, format, prog string, stderr io.Writer) (*logrus.Entry, int) {
+	if errors.Is(settingsErr, flag.ErrHelp) {
+		return nil, 0
+	}
+	if settingsErr != nil {
+		fmt.Fprintln(stderr, prog+":", settingsErr)
+		return nil, 2
+	}
+	log, err := newLogger(level, format, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, prog+":", err)
+		return nil, 2
+	}
+	return log, 0
+}
 
 func newLogger(level, format string, w io.Writer) (*logrus.Entry, error) {
 	l := logrus.New()

@@ -53,9 +53,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	var s settings
 	fs := flag.NewFlagSet("berth "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	str := func(p *string, name, env, def, help string) {
-		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", help, env))
-	}
+	str := envFlag(fs)
 	str(&s.ConfDir, "conf-dir", "BERTH_CONF_DIR", "/etc/nginx/conf.d", "nginx conf.d volume; berth owns only berth-*.conf there")
 	str(&s.CertsDir, "certs-dir", "BERTH_CERTS_DIR", "/etc/nginx/certs", "certificate volume, same path in nginx")
 	str(&s.UserCertsDir, "user-certs-dir", "BERTH_USER_CERTS_DIR", "/etc/nginx/user-certs", "read-only directory of your own certificates (<host>.crt + .key, or <name>/fullchain.pem + privkey.pem); never renewed or deleted")
@@ -209,6 +207,14 @@ const snippetWarning = "BERTH_SNIPPETS=on: anyone who can label a container cont
 func (s settings) warnAtStart(log *logrus.Entry) {
 	if s.Defaults.Snippets {
 		log.Warn(snippetWarning)
+	}
+}
+
+// envFlag returns a definer of string flags whose default is read from an
+// environment variable, which the help text names.
+func envFlag(fs *flag.FlagSet) func(p *string, name, env, def, help string) {
+	return func(p *string, name, env, def, help string) {
+		fs.StringVar(p, name, envOr(env, def), fmt.Sprintf("%s (env %s)", help, env))
 	}
 }
 
