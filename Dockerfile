@@ -10,8 +10,11 @@ WORKDIR /src
 # Modules download during the build; a context that carries vendor/ builds offline.
 COPY . .
 ARG VERSION=dev
+# berth-dns, the DNS-01 helper, is a program of its own: it links lego's DNS
+# providers, which the daemon does not (cmd/berth-dns says why).
 RUN CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION}" -o /out/berth ./cmd/berth \
+ && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o /out/berth-dns ./cmd/berth-dns \
  && mkdir -p /out/etc/ssl/certs /out/tmp \
  && cp /etc/ssl/certs/ca-certificates.crt /out/etc/ssl/certs/
 

@@ -36,7 +36,6 @@ import (
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/lego"
 	legolog "github.com/go-acme/lego/v4/log"
-	"github.com/go-acme/lego/v4/providers/dns"
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/sirupsen/logrus"
 
@@ -94,10 +93,11 @@ func routeLegoLog(l *logrus.Entry) {
 }
 
 // DNSSolver answers DNS-01 challenges through one of lego's DNS providers,
-// configured once at start from that provider's own environment variables.
-// A provider that cannot be configured (unknown name, missing variables)
-// is kept as its error: every DNS-01 order then fails with it, through the
-// normal failure path and backoff, while HTTP-01 orders go on.
+// run by the berth-dns helper program (dnshelper.go) and configured once at
+// start from that provider's own environment variables. A provider that
+// cannot be configured (unknown name, missing variables, no helper) is kept
+// as its error: every DNS-01 order then fails with it, through the normal
+// failure path and backoff, while HTTP-01 orders go on.
 type DNSSolver struct {
 	provider  challenge.Provider
 	resolvers []string
@@ -105,15 +105,16 @@ type DNSSolver struct {
 }
 
 // NewDNSSolver configures lego's DNS provider name (BERTH_ACME_DNS_PROVIDER)
-// and the resolvers, host:port, through which propagation is checked
+// through the helper program at helper (BERTH_ACME_DNS_HELPER) and the
+// resolvers, host:port, through which propagation is checked
 // (BERTH_ACME_DNS_RESOLVERS; empty: the system's). It returns nil for "".
-func NewDNSSolver(name string, resolvers []string) *DNSSolver {
+func NewDNSSolver(name string, resolvers []string, helper string) *DNSSolver {
 	if name == "" {
 		return nil
 	}
-	p, err := dns.NewDNSChallengeProviderByName(name)
+	p, err := checkHelper(helper, name)
 	if err != nil {
-		return &DNSSolver{err: fmt.Errorf("DNS provider %q (BERTH_ACME_DNS_PROVIDER) is not usable: %w", name, err)}
+		return &DNSSolver{err: err}
 	}
 	return &DNSSolver{provider: p, resolvers: resolvers}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ type settings struct {
 	ACMEKeyType, ACMEProfile             string
 	ACMEDNSProvider                      string   // BERTH_ACME_DNS_PROVIDER: a lego DNS provider name
 	ACMEDNSResolvers                     []string // BERTH_ACME_DNS_RESOLVERS, host:port
+	ACMEDNSHelper                        string   // BERTH_ACME_DNS_HELPER: the berth-dns program
 	ProbeAddr                            string
 	TrustedProxies                       []string            // BERTH_TRUSTED_PROXIES, validated CIDRs
 	Defaults                             controller.Defaults // the labels' global defaults, validated
@@ -69,6 +71,7 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	str(&s.ACMEProfile, "acme-profile", "BERTH_ACME_PROFILE", "", "ACME certificate profile (empty: the CA's default)")
 	str(&s.Defaults.ACMEChallenge, "acme-challenge", "BERTH_ACME_CHALLENGE", "http-01", "default of proxy.acme-challenge: http-01 or dns-01 (wildcards always use dns-01)")
 	str(&s.ACMEDNSProvider, "acme-dns-provider", "BERTH_ACME_DNS_PROVIDER", "", "lego DNS provider for DNS-01 (rfc2136, cloudflare, route53, …), configured by its own variables")
+	str(&s.ACMEDNSHelper, "acme-dns-helper", "BERTH_ACME_DNS_HELPER", defaultDNSHelper(), "the berth-dns program that runs the DNS provider")
 	resolvers := envOr("BERTH_ACME_DNS_RESOLVERS", "")
 	fs.Func("acme-dns-resolvers", "comma-separated host:port resolvers where DNS-01 propagation is checked (env BERTH_ACME_DNS_RESOLVERS; default the system's)", func(v string) error {
 		resolvers = v
@@ -160,7 +163,7 @@ func (s settings) accountConfig() acme.AccountConfig {
 	return acme.AccountConfig{
 		CA: s.ACMECA, Email: s.ACMEEmail, Roots: s.roots, EABKID: s.ACMEEABKID, EABHMAC: s.ACMEEABHMAC,
 		KeyType: s.ACMEKeyType, Profile: s.ACMEProfile, StateDir: s.StateDir, Webroot: s.Webroot,
-		DNS: acme.NewDNSSolver(s.ACMEDNSProvider, s.ACMEDNSResolvers),
+		DNS: acme.NewDNSSolver(s.ACMEDNSProvider, s.ACMEDNSResolvers, s.ACMEDNSHelper),
 	}
 }
 
@@ -236,4 +239,14 @@ func (s settings) controllerOptions() controller.Options {
 		NginxProxyEnv:  s.NginxProxyEnv,
 		RoutesFile:     s.RoutesFile,
 	}
+}
+
+// defaultDNSHelper is berth-dns beside this executable, where the image
+// puts it (/berth-dns); it is a program of its own (cmd/berth-dns says why).
+func defaultDNSHelper() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "berth-dns"
+	}
+	return filepath.Join(filepath.Dir(exe), "berth-dns")
 }

@@ -86,12 +86,13 @@ func buildBerth(logf logFunc, ctx, builder, ref string) error {
 }
 
 // warmDeps compiles, in the vendored build context mounted at /src (the
-// Dockerfile's WORKDIR), every non-standard package ./cmd/berth imports,
+// Dockerfile's WORKDIR), every non-standard package ./cmd/berth and
+// ./cmd/berth-dns import,
 // with the flags the Dockerfile uses, so that their compiled forms (and the
 // standard library's) are in root's Go build cache.
 const warmDeps = `set -e
 cd /src
-pkgs=$(CGO_ENABLED=0 go list -e -deps -f '{{if and .Module (not .Module.Main)}}{{.ImportPath}}{{end}}' ./cmd/berth)
+pkgs=$(CGO_ENABLED=0 go list -e -deps -f '{{if and .Module (not .Module.Main)}}{{.ImportPath}}{{end}}' ./cmd/berth ./cmd/berth-dns)
 if [ -n "$pkgs" ]; then CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath $pkgs; fi
 `
 
