@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -296,6 +297,97 @@ func TestTheCopyOfARemovedUserCertificateGoesOnceNoFileNamesIt(t *testing.T) {
 		time.Sleep(time.Minute)
 		if _, err := os.Stat(filepath.Dir(copied.Chain)); !os.IsNotExist(err) {
 			t.Fatalf("the copy is still there (%v) after no file names it", err)
+		}
+	})
+}
+
+// servedBytes is the chain served for host, read from the copy.
+func servedBytes(t *testing.T, m *Manager, host string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(m.Certs()[host].Chain)
+	if err != nil {
+		t.Fatalf("%s: %v", host, err)
+	}
+	return data
+}
+
+func TestAHalfReplacedUserPairKeepsThePreviousCopyServedAndOrdersNothing(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := t.TempDir()
+		crt, key := filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key")
+		c, k := e.ca.valid(t, "a.test")
+		writePair(t, crt, key, c, k)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
+		changed(t, m, time.Minute, "the copy")
+		before := m.Certs()["a.test"]
+
+		// The new certificate is in place, its key not yet: they do not match.
+		c2, k2 := e.ca.valid(t, "a.test")
+		write(t, crt, c2)
+		time.Sleep(time.Minute)
+		if got := m.Certs()["a.test"]; got != before {
+			t.Fatalf("while the pair does not match, a.test is served from %+v, want the previous copy %+v", got, before)
+		}
+		if n := e.ca.orderCount(); n != 0 {
+			t.Fatalf("%d orders while the user's previous certificate is still valid", n)
+		}
+
+		// The key follows: the new pair is served.
+		drain(m)
+		write(t, key, k2)
+		changed(t, m, 2*refreshInterval, "the matching key")
+		if got := servedBytes(t, m, "a.test"); !bytes.Equal(got, c2) {
+			t.Fatalf("after the key was replaced, a.test is not served the new certificate")
+		}
+
+		// Both files removed: berth orders a.test and serves its own.
+		drain(m)
+		os.Remove(crt)
+		os.Remove(key)
+		time.Sleep(time.Minute)
+		if orders := e.ca.ordersSoFar(); len(orders) != 1 || !slices.Equal(orders[0], []string{"a.test"}) {
+			t.Fatalf("orders %q after the user's files were removed, want one for a.test", orders)
+		}
+		if got := m.Certs()["a.test"]; !strings.Contains(got.Chain, "/.berth/a.test/") {
+			t.Fatalf("after removal a.test is served from %q, want berth's own", got.Chain)
+		}
+	})
+}
+
+func TestAnUnreadableUserDirectoryKeepsTheUsersCertificatesServed(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := filepath.Join(t.TempDir(), "user")
+		c, k := e.ca.valid(t, "a.test", "b.test")
+		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), c, k)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		m.Want(Requests([][]string{{"a.test", "b.test"}}), []string{"a.test", "b.test"})
+		changed(t, m, time.Minute, "the copy")
+		before := m.Certs()
+
+		// The directory cannot be listed for a while (here: a file stands
+		// where it was, so the listing fails with "not a directory").
+		aside := user + ".aside"
+		if err := os.Rename(user, aside); err != nil {
+			t.Fatal(err)
+		}
+		write(t, user, []byte("not a directory"))
+		time.Sleep(time.Minute)
+		if got := m.Certs(); !maps.Equal(got, before) {
+			t.Fatalf("while the directory cannot be read, Certs() = %v, want %v as before", got, before)
+		}
+		os.Remove(user)
+		if err := os.Rename(aside, user); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		if got := m.Certs(); !maps.Equal(got, before) {
+			t.Fatalf("once the directory is back, Certs() = %v, want %v as before", got, before)
+		}
+		if n := e.ca.orderCount(); n != 0 {
+			t.Fatalf("%d orders; the user's certificate never stopped being valid", n)
 		}
 	})
 }
