@@ -147,6 +147,16 @@ func nameMatches(pattern, name string) bool {
 	return ok && strings.HasPrefix(suffix, ".") && i > 0 && name[i:] == suffix
 }
 
+// wildcardOver is the wildcard that covers name one label up
+// ("*.example.com" for "a.example.com"; nameMatches(wildcardOver(n), n)),
+// or "" for a wildcard or a name of one label.
+func wildcardOver(name string) string {
+	if _, parent, ok := strings.Cut(name, "."); ok && parent != "" && !strings.HasPrefix(name, "*") {
+		return "*." + parent
+	}
+	return ""
+}
+
 // coveredBy reports whether one of the name lists covers name. Pure.
 func coveredBy(covering [][]string, name string) bool {
 	return slices.ContainsFunc(covering, func(names []string) bool {

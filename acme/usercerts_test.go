@@ -391,3 +391,39 @@ func TestAnUnreadableUserDirectoryKeepsTheUsersCertificatesServed(t *testing.T) 
 		}
 	})
 }
+
+func TestAUserWildcardWinsOverAStoredCertificateForANameItCovers(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := t.TempDir()
+		c, k := e.ca.certPEM(t, []string{"a.example.com"}, time.Now().Add(-time.Hour), time.Now().Add(80*24*time.Hour))
+		if err := e.store().Save("a.example.com", c, k, Meta{}); err != nil {
+			t.Fatal(err)
+		}
+		c, k = e.ca.certPEM(t, []string{"x.a.example.com"}, time.Now().Add(-time.Hour), time.Now().Add(80*24*time.Hour))
+		if err := e.store().Save("x.a.example.com", c, k, Meta{}); err != nil {
+			t.Fatal(err)
+		}
+		uc, uk := e.ca.valid(t, "*.example.com")
+		writePair(t, filepath.Join(user, "_.example.com.crt"), filepath.Join(user, "_.example.com.key"), uc, uk)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		changed(t, m, time.Minute, "the copy")
+		certs := m.Certs()
+		if got := certs["a.example.com"]; got != certs["*.example.com"] || got.Name != "_.example.com.crt" {
+			t.Fatalf("a.example.com is served %+v, want the user's wildcard %+v (berth no longer renews its own)", got, certs["*.example.com"])
+		}
+		if got := certs["x.a.example.com"]; got.Name != "x.a.example.com" {
+			t.Fatalf("x.a.example.com is served %+v, want berth's own: a wildcard covers one label", got)
+		}
+	})
+}
+
+func TestTheWildcardOverANameMatchesIt(t *testing.T) {
+	for name, want := range map[string]string{"a.example.com": "*.example.com", "a.b.example.com": "*.b.example.com",
+		"example.com": "*.com", "*.example.com": "", "localhost": "", "a.": ""} {
+		got := wildcardOver(name)
+		if got != want || got != "" && !nameMatches(got, name) {
+			t.Errorf("wildcardOver(%q) = %q, want %q, which nameMatches", name, got, want)
+		}
+	}
+}
