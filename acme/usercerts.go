@@ -67,9 +67,18 @@ type userCert struct {
 // Content, not file stamps: a file rewritten in place within the
 // filesystem's timestamp granularity, at the same size, must still be
 // noticed.
+//
+// It also remembers which problems the daemon has logged (told), so each
+// is logged once while it lasts (refreshUser).
 type userScan struct {
 	dir   string
 	cache map[scanKey]scannedPair
+	told  map[problem]bool
+}
+
+// problem is a file (or the directory) that cannot be used, and why.
+type problem struct {
+	file, reason string
 }
 
 type scanKey struct {
@@ -182,25 +191,18 @@ func withoutCovered(groups []group, covering [][]string) []group {
 	return out
 }
 
-// refreshUser rescans the user directory and reports, once each, the
-// files it cannot use. A certificate served so far goes on being served,
-// from its checked copy, while its file is still there but fails the
-// checks or cannot be read (keptUser): a user replaces a certificate file
-// and then its key, not both at once, and a directory can be unreadable
-// for a moment; neither is a reason to order certificates for its names
-// or to switch nginx to others.
+// refreshUser rescans the user directory and reports the files it cannot
+// use. A certificate served so far goes on being served, from its checked
+// copy, while its file is still there but fails the checks or cannot be
+// read (keptUser): a user replaces a certificate file and then its key,
+// not both at once, and a directory can be unreadable for a moment;
+// neither is a reason to order certificates for its names or to switch
+// nginx to others.
 func (m *Manager) refreshUser(now time.Time) {
 	if m.opts.UserDir == "" {
 		return
 	}
 	pairs, rejected, err := m.userScan.scan()
-	if err != nil {
-		level, msg := logrus.WarnLevel, "cannot read the user certificate directory; the certificates read before are still served"
-		if errors.Is(err, fs.ErrNotExist) {
-			level, msg = logrus.DebugLevel, "no user certificate directory"
-		}
-		m.logUserOnce("dir "+err.Error(), m.opts.Log.WithError(err).WithField("dir", m.opts.UserDir), level, msg)
-	}
 	valid, late := currentPairs(pairs, now)
 	rejected = append(rejected, late...)
 	m.mu.Lock()
@@ -213,21 +215,59 @@ func (m *Manager) refreshUser(now time.Time) {
 			rejected = append(rejected, Rejected{file, unreadable(file)})
 		}
 	}
-	for _, r := range rejected {
-		log := m.opts.Log.WithFields(logrus.Fields{"file": r.File, "reason": r.Reason})
-		if k := kept[r.File]; k != nil {
-			m.logUserOnce("reject "+r.File+" "+r.Reason+" kept", log.WithField("not_after", k.Leaf.NotAfter.UTC().Format(time.RFC3339)),
-				logrus.WarnLevel, "user certificate file rejected; the version berth checked before is still served until the file is fixed or removed")
-			continue
-		}
-		m.logUserOnce("reject "+r.File+" "+r.Reason, log, logrus.WarnLevel, "user certificate ignored")
-	}
+	m.reportUser(rejected, kept, err)
 	for _, file := range slices.Sorted(maps.Keys(kept)) {
 		certs = append(certs, kept[file])
 	}
 	m.mu.Lock()
+	for _, uc := range old {
+		if !slices.ContainsFunc(certs, func(c *userCert) bool { return c.Hash == uc.Hash }) {
+			delete(m.reported, "serving "+uc.Hash) // say so again if it comes back
+		}
+	}
 	m.user = certs
 	m.mu.Unlock()
+}
+
+// reportUser logs each problem of this pass that was not already there
+// in the last one: once while it lasts, but again when a file breaks the
+// same way after it was fixed or removed in between (the user must hear
+// of it then too). While the directory cannot be read, the files'
+// problems are unknown, so those logged stay remembered.
+func (m *Manager) reportUser(rejected []Rejected, kept map[string]*userCert, scanErr error) {
+	told := map[problem]bool{}
+	if scanErr != nil {
+		for p := range m.userScan.told {
+			if p.file != m.opts.UserDir {
+				told[p] = true
+			}
+		}
+		level, msg := logrus.WarnLevel, "cannot read the user certificate directory; the certificates read before are still served"
+		if errors.Is(scanErr, fs.ErrNotExist) {
+			level, msg = logrus.DebugLevel, "no user certificate directory"
+		}
+		m.tellUser(told, problem{m.opts.UserDir, scanErr.Error()}, m.opts.Log.WithError(scanErr).WithField("dir", m.opts.UserDir), level, msg)
+	}
+	for _, r := range rejected {
+		log := m.opts.Log.WithFields(logrus.Fields{"file": r.File, "reason": r.Reason})
+		if k := kept[r.File]; k != nil {
+			// Another problem: the previous version going (it expired, or the
+			// file was removed in between) must be said.
+			m.tellUser(told, problem{r.File, r.Reason + " (previous version served)"}, log.WithField("not_after", k.Leaf.NotAfter.UTC().Format(time.RFC3339)),
+				logrus.WarnLevel, "user certificate file rejected; the version berth checked before is still served until the file is fixed or removed")
+			continue
+		}
+		m.tellUser(told, problem{r.File, r.Reason}, log, logrus.WarnLevel, "user certificate ignored")
+	}
+	m.userScan.told = told
+}
+
+// tellUser logs p unless the last pass did, and records it in told.
+func (m *Manager) tellUser(told map[problem]bool, p problem, e *logrus.Entry, level logrus.Level, msg string) {
+	if !m.userScan.told[p] {
+		e.Log(level, msg)
+	}
+	told[p] = true
 }
 
 // userCerts are the valid pairs as user certificates, each knowing

@@ -8,14 +8,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // certPEM is a certificate the fake CA signed for names, valid from nb to
@@ -424,6 +428,74 @@ func TestTheWildcardOverANameMatchesIt(t *testing.T) {
 		got := wildcardOver(name)
 		if got != want || got != "" && !nameMatches(got, name) {
 			t.Errorf("wildcardOver(%q) = %q, want %q, which nameMatches", name, got, want)
+		}
+	}
+}
+
+// warnings records the warnings logged about each file.
+type warnings struct {
+	mu     sync.Mutex
+	byFile map[string]int
+}
+
+func (w *warnings) Levels() []logrus.Level { return []logrus.Level{logrus.WarnLevel} }
+
+func (w *warnings) Fire(e *logrus.Entry) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f, ok := e.Data["file"].(string); ok {
+		w.byFile[f]++
+	}
+	return nil
+}
+
+func (w *warnings) of(file string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.byFile[file]
+}
+
+// The rejection of a user file is logged once while it lasts, and again
+// when the file breaks the same way after having been fixed or removed in
+// between: that log line is all the user sees of it, so it is what is
+// tested here.
+func TestAUserFileThatBreaksAgainTheSameWayIsReportedAgain(t *testing.T) {
+	ca, user := newFakeCA(t), t.TempDir()
+	e := newEnv(t)
+	crt, key := filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key")
+	c, k := ca.valid(t, "a.test")
+	_, wrong := ca.valid(t, "a.test")
+	writePair(t, crt, key, c, k)
+	m := e.managerWith(t, Options{UserDir: user})
+	w := &warnings{byFile: map[string]int{}}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.AddHook(w)
+	m.opts.Log = logrus.NewEntry(l)
+	pass := func() {
+		m.refreshUser(time.Now())
+		m.copyUser(time.Now())
+	}
+	steps := []struct {
+		what string
+		do   func()
+		want int // warnings about crt so far
+	}{
+		{"a valid pair", func() {}, 0},
+		{"the wrong key", func() { write(t, key, wrong) }, 1},
+		{"still the wrong key", func() {}, 1},
+		{"the right key again", func() { write(t, key, k) }, 1},
+		{"the same wrong key again", func() { write(t, key, wrong) }, 2},
+		{"both files removed", func() { os.Remove(crt); os.Remove(key) }, 2},
+		{"the mismatched pair put back", func() { writePair(t, crt, key, c, wrong) }, 3},
+		{"removed", func() { os.Remove(crt); os.Remove(key) }, 3},
+		{"the mismatched pair put back again", func() { writePair(t, crt, key, c, wrong) }, 4},
+	}
+	for _, s := range steps {
+		s.do()
+		pass()
+		if got := w.of(crt); got != s.want {
+			t.Fatalf("after %s: %d warnings about the file, want %d", s.what, got, s.want)
 		}
 	}
 }
