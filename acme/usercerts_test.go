@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -372,7 +373,10 @@ func TestAnUnreadableUserDirectoryKeepsTheUsersCertificatesServed(t *testing.T) 
 		before := m.Certs()
 
 		// The directory cannot be listed for a while (here: a file stands
-		// where it was, so the listing fails with "not a directory").
+		// where it was, so the listing fails with "not a directory"). The
+		// swap is not atomic, and in between the directory is gone: wait
+		// for the manager to be idle first, so no pass sees that.
+		synctest.Wait()
 		aside := user + ".aside"
 		if err := os.Rename(user, aside); err != nil {
 			t.Fatal(err)
@@ -382,6 +386,7 @@ func TestAnUnreadableUserDirectoryKeepsTheUsersCertificatesServed(t *testing.T) 
 		if got := m.Certs(); !maps.Equal(got, before) {
 			t.Fatalf("while the directory cannot be read, Certs() = %v, want %v as before", got, before)
 		}
+		synctest.Wait()
 		os.Remove(user)
 		if err := os.Rename(aside, user); err != nil {
 			t.Fatal(err)
