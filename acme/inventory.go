@@ -105,7 +105,18 @@ func (m *Manager) viewLocked(now time.Time) map[string]Paths {
 		out[h] = Paths{Chain: filepath.Join(dir, "fullchain.pem"), Key: filepath.Join(dir, "privkey.pem"),
 			Serial: ci.leaf().SerialNumber.Text(16), Name: ci.stored.Name}
 	}
-	maps.Copy(out, m.userViewLocked(now)) // the user's own certificates win
+	// The user's own certificates win, a wildcard included: berth's
+	// certificate for a.example.com gives way to the user's *.example.com,
+	// since the controller looks a host's own name up before the wildcard,
+	// and berth stops renewing the names a user certificate covers
+	// (withoutCovered), so it would otherwise serve its own until expiry.
+	user := m.userViewLocked(now)
+	for h := range out {
+		if p, ok := user[wildcardOver(h)]; ok {
+			out[h] = p
+		}
+	}
+	maps.Copy(out, user) // a user certificate naming the host itself wins over a user wildcard
 	return out
 }
 

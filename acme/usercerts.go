@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,7 +31,12 @@ import (
 //     half-way through replacing a file never feeds nginx a mismatched
 //     pair, since the copy is made only from a pair that passed the checks;
 //   - a replaced file has another hash, so another path: the config
-//     changes and nginx reloads, exactly like an ACME renewal.
+//     changes and nginx reloads, exactly like an ACME renewal;
+//   - a certificate served so far stays served from its copy while its
+//     file is still there but fails the checks or cannot be read (the
+//     user has replaced the certificate and not yet the key, or the
+//     directory is unreadable for a moment): it goes, and berth orders
+//     for its names, only once its file is removed or it expires.
 //
 // The ".user" directory can never be a certificate name (names never start
 // with a dot), so the store's own versions and these never mix; Prune
@@ -61,9 +67,18 @@ type userCert struct {
 // Content, not file stamps: a file rewritten in place within the
 // filesystem's timestamp granularity, at the same size, must still be
 // noticed.
+//
+// It also remembers which problems the daemon has logged (told), so each
+// is logged once while it lasts (refreshUser).
 type userScan struct {
 	dir   string
 	cache map[scanKey]scannedPair
+	told  map[problem]bool
+}
+
+// problem is a file (or the directory) that cannot be used, and why.
+type problem struct {
+	file, reason string
 }
 
 type scanKey struct {
@@ -141,6 +156,16 @@ func nameMatches(pattern, name string) bool {
 	return ok && strings.HasPrefix(suffix, ".") && i > 0 && name[i:] == suffix
 }
 
+// wildcardOver is the wildcard that covers name one label up
+// ("*.example.com" for "a.example.com"; nameMatches(wildcardOver(n), n)),
+// or "" for a wildcard or a name of one label.
+func wildcardOver(name string) string {
+	if _, parent, ok := strings.Cut(name, "."); ok && parent != "" && !strings.HasPrefix(name, "*") {
+		return "*." + parent
+	}
+	return ""
+}
+
 // coveredBy reports whether one of the name lists covers name. Pure.
 func coveredBy(covering [][]string, name string) bool {
 	return slices.ContainsFunc(covering, func(names []string) bool {
@@ -166,44 +191,145 @@ func withoutCovered(groups []group, covering [][]string) []group {
 	return out
 }
 
-// refreshUser rescans the user directory and reports, once each, the
-// files it cannot use.
+// refreshUser rescans the user directory and reports the files it cannot
+// use. A certificate served so far goes on being served, from its checked
+// copy, while its file is still there but fails the checks or cannot be
+// read (keptUser): a user replaces a certificate file and then its key,
+// not both at once, and a directory can be unreadable for a moment;
+// neither is a reason to order certificates for its names or to switch
+// nginx to others.
 func (m *Manager) refreshUser(now time.Time) {
 	if m.opts.UserDir == "" {
 		return
 	}
 	pairs, rejected, err := m.userScan.scan()
-	if err != nil {
-		level, msg := logrus.WarnLevel, "cannot read the user certificate directory"
-		if errors.Is(err, fs.ErrNotExist) {
-			level, msg = logrus.DebugLevel, "no user certificate directory"
-		}
-		m.logUserOnce("dir "+err.Error(), m.opts.Log.WithError(err).WithField("dir", m.opts.UserDir), level, msg)
-	}
 	valid, late := currentPairs(pairs, now)
-	for _, r := range append(rejected, late...) {
-		m.logUserOnce("reject "+r.File+" "+r.Reason, m.opts.Log.WithFields(logrus.Fields{"file": r.File, "reason": r.Reason}),
-			logrus.WarnLevel, "user certificate ignored")
+	rejected = append(rejected, late...)
+	m.mu.Lock()
+	old := slices.Clone(m.user)
+	m.mu.Unlock()
+	certs := m.userCerts(valid, old)
+	kept := keptUser(old, certs, rejected, now, removed)
+	for file := range kept {
+		if err == nil && !slices.ContainsFunc(rejected, func(r Rejected) bool { return r.File == file }) {
+			rejected = append(rejected, Rejected{file, unreadable(file)})
+		}
+	}
+	m.reportUser(rejected, kept, err)
+	for _, file := range slices.Sorted(maps.Keys(kept)) {
+		certs = append(certs, kept[file])
 	}
 	m.mu.Lock()
-	old := map[string]*userCert{}
-	for _, uc := range m.user {
-		old[uc.Hash] = uc
+	for _, uc := range old {
+		if !slices.ContainsFunc(certs, func(c *userCert) bool { return c.Hash == uc.Hash }) {
+			delete(m.reported, "serving "+uc.Hash) // say so again if it comes back
+		}
 	}
+	m.user = certs
 	m.mu.Unlock()
+}
+
+// reportUser logs each problem of this pass that was not already there
+// in the last one: once while it lasts, but again when a file breaks the
+// same way after it was fixed or removed in between (the user must hear
+// of it then too). While the directory cannot be read, the files'
+// problems are unknown, so those logged stay remembered.
+func (m *Manager) reportUser(rejected []Rejected, kept map[string]*userCert, scanErr error) {
+	told := map[problem]bool{}
+	if scanErr != nil {
+		for p := range m.userScan.told {
+			if p.file != m.opts.UserDir {
+				told[p] = true
+			}
+		}
+		level, msg := logrus.WarnLevel, "cannot read the user certificate directory; the certificates read before are still served"
+		if errors.Is(scanErr, fs.ErrNotExist) {
+			level, msg = logrus.DebugLevel, "no user certificate directory"
+		}
+		m.tellUser(told, problem{m.opts.UserDir, scanErr.Error()}, m.opts.Log.WithError(scanErr).WithField("dir", m.opts.UserDir), level, msg)
+	}
+	for _, r := range rejected {
+		log := m.opts.Log.WithFields(logrus.Fields{"file": r.File, "reason": r.Reason})
+		if k := kept[r.File]; k != nil {
+			// Another problem: the previous version going (it expired, or the
+			// file was removed in between) must be said.
+			m.tellUser(told, problem{r.File, r.Reason + " (previous version served)"}, log.WithField("not_after", k.Leaf.NotAfter.UTC().Format(time.RFC3339)),
+				logrus.WarnLevel, "user certificate file rejected; the version berth checked before is still served until the file is fixed or removed")
+			continue
+		}
+		m.tellUser(told, problem{r.File, r.Reason}, log, logrus.WarnLevel, "user certificate ignored")
+	}
+	m.userScan.told = told
+}
+
+// tellUser logs p unless the last pass did, and records it in told.
+func (m *Manager) tellUser(told map[problem]bool, p problem, e *logrus.Entry, level logrus.Level, msg string) {
+	if !m.userScan.told[p] {
+		e.Log(level, msg)
+	}
+	told[p] = true
+}
+
+// userCerts are the valid pairs as user certificates, each knowing
+// whether its copy exists.
+func (m *Manager) userCerts(valid []*Pair, old []*userCert) []*userCert {
+	copied := map[string]bool{}
+	for _, uc := range old {
+		copied[uc.Hash] = copied[uc.Hash] || uc.copied
+	}
 	certs := make([]*userCert, 0, len(valid))
 	for _, p := range valid {
-		uc := &userCert{Pair: p, version: filepath.Join(versionsDir, userVersions, p.Hash)}
-		if o := old[p.Hash]; o != nil {
-			uc.copied = o.copied
-		} else {
+		uc := &userCert{Pair: p, version: filepath.Join(versionsDir, userVersions, p.Hash), copied: copied[p.Hash]}
+		if !uc.copied {
 			uc.copied = m.opts.Store.hasVersion(uc.version)
 		}
 		certs = append(certs, uc)
 	}
-	m.mu.Lock()
-	m.user = certs
-	m.mu.Unlock()
+	return certs
+}
+
+// keptUser is, by file, the user certificates of the last pass (old) that
+// stay in service although this pass did not find them valid: each one
+// still valid at now whose file is still there, whether the checks
+// rejected it or it could not be read (the listing failed, or a link
+// dangles). Its copy in the store is immutable and was checked, so nginx
+// still serves a pair that passed the checks. One goes once its file is
+// removed (removed says so: a listing is not trusted to say it, since it
+// also misses what it cannot read), once it expires, or once its file
+// holds a valid pair again (fresh has it: the new pair takes over).
+// Pure but for removed.
+func keptUser(old, fresh []*userCert, rejected []Rejected, now time.Time, removed func(file string) bool) map[string]*userCert {
+	freshHash, freshFile := map[string]bool{}, map[string]bool{}
+	for _, uc := range fresh {
+		freshHash[uc.Hash], freshFile[uc.File] = true, true
+	}
+	listed := map[string]bool{}
+	for _, r := range rejected {
+		listed[r.File] = true
+	}
+	kept := map[string]*userCert{}
+	for _, uc := range old {
+		if current(uc.Leaf, now) == nil && !freshHash[uc.Hash] && !freshFile[uc.File] && kept[uc.File] == nil &&
+			(listed[uc.File] || !removed(uc.File)) {
+			kept[uc.File] = uc
+		}
+	}
+	return kept
+}
+
+// unreadable says why a file that is there was not listed.
+func unreadable(file string) string {
+	if _, err := os.Stat(file); err != nil {
+		return "cannot read: " + unwrapPath(err).Error()
+	}
+	return "not a regular file"
+}
+
+// removed: the file is gone (it does not exist, or a directory on its
+// path does not), as opposed to unreadable.
+func removed(file string) bool {
+	_, err := os.Lstat(file)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 func (m *Manager) logUserOnce(key string, e *logrus.Entry, level logrus.Level, msg string) {

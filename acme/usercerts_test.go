@@ -8,13 +8,19 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // certPEM is a certificate the fake CA signed for names, valid from nb to
@@ -298,4 +304,203 @@ func TestTheCopyOfARemovedUserCertificateGoesOnceNoFileNamesIt(t *testing.T) {
 			t.Fatalf("the copy is still there (%v) after no file names it", err)
 		}
 	})
+}
+
+// servedBytes is the chain served for host, read from the copy.
+func servedBytes(t *testing.T, m *Manager, host string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(m.Certs()[host].Chain)
+	if err != nil {
+		t.Fatalf("%s: %v", host, err)
+	}
+	return data
+}
+
+func TestAHalfReplacedUserPairKeepsThePreviousCopyServedAndOrdersNothing(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := t.TempDir()
+		crt, key := filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key")
+		c, k := e.ca.valid(t, "a.test")
+		writePair(t, crt, key, c, k)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		m.Want(Requests([][]string{{"a.test"}}), []string{"a.test"})
+		changed(t, m, time.Minute, "the copy")
+		before := m.Certs()["a.test"]
+
+		// The new certificate is in place, its key not yet: they do not match.
+		c2, k2 := e.ca.valid(t, "a.test")
+		write(t, crt, c2)
+		time.Sleep(time.Minute)
+		if got := m.Certs()["a.test"]; got != before {
+			t.Fatalf("while the pair does not match, a.test is served from %+v, want the previous copy %+v", got, before)
+		}
+		if n := e.ca.orderCount(); n != 0 {
+			t.Fatalf("%d orders while the user's previous certificate is still valid", n)
+		}
+
+		// The key follows: the new pair is served.
+		drain(m)
+		write(t, key, k2)
+		changed(t, m, 2*refreshInterval, "the matching key")
+		if got := servedBytes(t, m, "a.test"); !bytes.Equal(got, c2) {
+			t.Fatalf("after the key was replaced, a.test is not served the new certificate")
+		}
+
+		// Both files removed: berth orders a.test and serves its own.
+		drain(m)
+		os.Remove(crt)
+		os.Remove(key)
+		time.Sleep(time.Minute)
+		if orders := e.ca.ordersSoFar(); len(orders) != 1 || !slices.Equal(orders[0], []string{"a.test"}) {
+			t.Fatalf("orders %q after the user's files were removed, want one for a.test", orders)
+		}
+		if got := m.Certs()["a.test"]; !strings.Contains(got.Chain, "/.berth/a.test/") {
+			t.Fatalf("after removal a.test is served from %q, want berth's own", got.Chain)
+		}
+	})
+}
+
+func TestAnUnreadableUserDirectoryKeepsTheUsersCertificatesServed(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := filepath.Join(t.TempDir(), "user")
+		c, k := e.ca.valid(t, "a.test", "b.test")
+		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), c, k)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		m.Want(Requests([][]string{{"a.test", "b.test"}}), []string{"a.test", "b.test"})
+		changed(t, m, time.Minute, "the copy")
+		before := m.Certs()
+
+		// The directory cannot be listed for a while (here: a file stands
+		// where it was, so the listing fails with "not a directory"). The
+		// swap is not atomic, and in between the directory is gone: wait
+		// for the manager to be idle first, so no pass sees that.
+		synctest.Wait()
+		aside := user + ".aside"
+		if err := os.Rename(user, aside); err != nil {
+			t.Fatal(err)
+		}
+		write(t, user, []byte("not a directory"))
+		time.Sleep(time.Minute)
+		if got := m.Certs(); !maps.Equal(got, before) {
+			t.Fatalf("while the directory cannot be read, Certs() = %v, want %v as before", got, before)
+		}
+		synctest.Wait()
+		os.Remove(user)
+		if err := os.Rename(aside, user); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		if got := m.Certs(); !maps.Equal(got, before) {
+			t.Fatalf("once the directory is back, Certs() = %v, want %v as before", got, before)
+		}
+		if n := e.ca.orderCount(); n != 0 {
+			t.Fatalf("%d orders; the user's certificate never stopped being valid", n)
+		}
+	})
+}
+
+func TestAUserWildcardWinsOverAStoredCertificateForANameItCovers(t *testing.T) {
+	bubble(t, func(t *testing.T, e *env) {
+		user := t.TempDir()
+		c, k := e.ca.certPEM(t, []string{"a.example.com"}, time.Now().Add(-time.Hour), time.Now().Add(80*24*time.Hour))
+		if err := e.store().Save("a.example.com", c, k, Meta{}); err != nil {
+			t.Fatal(err)
+		}
+		c, k = e.ca.certPEM(t, []string{"x.a.example.com"}, time.Now().Add(-time.Hour), time.Now().Add(80*24*time.Hour))
+		if err := e.store().Save("x.a.example.com", c, k, Meta{}); err != nil {
+			t.Fatal(err)
+		}
+		uc, uk := e.ca.valid(t, "*.example.com")
+		writePair(t, filepath.Join(user, "_.example.com.crt"), filepath.Join(user, "_.example.com.key"), uc, uk)
+		m := e.managerWith(t, Options{UserDir: user})
+		run(t, m)
+		changed(t, m, time.Minute, "the copy")
+		certs := m.Certs()
+		if got := certs["a.example.com"]; got != certs["*.example.com"] || got.Name != "_.example.com.crt" {
+			t.Fatalf("a.example.com is served %+v, want the user's wildcard %+v (berth no longer renews its own)", got, certs["*.example.com"])
+		}
+		if got := certs["x.a.example.com"]; got.Name != "x.a.example.com" {
+			t.Fatalf("x.a.example.com is served %+v, want berth's own: a wildcard covers one label", got)
+		}
+	})
+}
+
+func TestTheWildcardOverANameMatchesIt(t *testing.T) {
+	for name, want := range map[string]string{"a.example.com": "*.example.com", "a.b.example.com": "*.b.example.com",
+		"example.com": "*.com", "*.example.com": "", "localhost": "", "a.": ""} {
+		got := wildcardOver(name)
+		if got != want || got != "" && !nameMatches(got, name) {
+			t.Errorf("wildcardOver(%q) = %q, want %q, which nameMatches", name, got, want)
+		}
+	}
+}
+
+// warnings records the warnings logged about each file.
+type warnings struct {
+	mu     sync.Mutex
+	byFile map[string]int
+}
+
+func (w *warnings) Levels() []logrus.Level { return []logrus.Level{logrus.WarnLevel} }
+
+func (w *warnings) Fire(e *logrus.Entry) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f, ok := e.Data["file"].(string); ok {
+		w.byFile[f]++
+	}
+	return nil
+}
+
+func (w *warnings) of(file string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.byFile[file]
+}
+
+// The rejection of a user file is logged once while it lasts, and again
+// when the file breaks the same way after having been fixed or removed in
+// between: that log line is all the user sees of it, so it is what is
+// tested here.
+func TestAUserFileThatBreaksAgainTheSameWayIsReportedAgain(t *testing.T) {
+	ca, user := newFakeCA(t), t.TempDir()
+	e := newEnv(t)
+	crt, key := filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key")
+	c, k := ca.valid(t, "a.test")
+	_, wrong := ca.valid(t, "a.test")
+	writePair(t, crt, key, c, k)
+	m := e.managerWith(t, Options{UserDir: user})
+	w := &warnings{byFile: map[string]int{}}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.AddHook(w)
+	m.opts.Log = logrus.NewEntry(l)
+	pass := func() {
+		m.refreshUser(time.Now())
+		m.copyUser(time.Now())
+	}
+	steps := []struct {
+		what string
+		do   func()
+		want int // warnings about crt so far
+	}{
+		{"a valid pair", func() {}, 0},
+		{"the wrong key", func() { write(t, key, wrong) }, 1},
+		{"still the wrong key", func() {}, 1},
+		{"the right key again", func() { write(t, key, k) }, 1},
+		{"the same wrong key again", func() { write(t, key, wrong) }, 2},
+		{"both files removed", func() { os.Remove(crt); os.Remove(key) }, 2},
+		{"the mismatched pair put back", func() { writePair(t, crt, key, c, wrong) }, 3},
+		{"removed", func() { os.Remove(crt); os.Remove(key) }, 3},
+		{"the mismatched pair put back again", func() { writePair(t, crt, key, c, wrong) }, 4},
+	}
+	for _, s := range steps {
+		s.do()
+		pass()
+		if got := w.of(crt); got != s.want {
+			t.Fatalf("after %s: %d warnings about the file, want %d", s.what, got, s.want)
+		}
+	}
 }

@@ -291,29 +291,34 @@ func SafeProblem(p Problem) Problem {
 	return p
 }
 
-// certFor finds the certificate that covers host, the one that expires
-// last when several do; a host with none of its own is covered by a
-// wildcard one label up, as nginx serves it (controller.CertFor).
+// certFor finds the certificate that covers host as acme.Manager.Certs
+// and nginx serve it: the user's own before berth's (a user wildcard wins
+// over berth's certificate for the host's own name, since berth stops
+// renewing the names a user certificate covers); within each, the host's
+// own name before the wildcard one label up (controller.CertFor), and the
+// one that expires last when several do.
 func certFor(certs []Certificate, host string) *Certificate {
-	if c := certCovering(certs, host); c != nil || strings.HasPrefix(host, "*.") {
-		return c
+	names := []string{host}
+	if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") && !strings.HasPrefix(host, "*.") {
+		names = append(names, "*."+parent)
 	}
-	if _, parent, ok := strings.Cut(host, "."); ok && strings.Contains(parent, ".") {
-		return certCovering(certs, "*."+parent)
+	for _, user := range []bool{true, false} {
+		for _, name := range names {
+			if c := certCovering(certs, name, user); c != nil {
+				return c
+			}
+		}
 	}
 	return nil
 }
 
-func certCovering(certs []Certificate, name string) *Certificate {
+// certCovering is the certificate naming name that expires last, among
+// the user's own (user) or berth's.
+func certCovering(certs []Certificate, name string, user bool) *Certificate {
 	var best *Certificate
 	for i := range certs {
 		c := &certs[i]
-		if !slices.Contains(c.Names, name) {
-			continue
-		}
-		// The user's own certificate wins over berth's, as in acme.Manager.Certs.
-		user, bestUser := c.Source == "user", best != nil && best.Source == "user"
-		if best == nil || user && !bestUser || user == bestUser && c.NotAfter.After(best.NotAfter) {
+		if (c.Source == "user") == user && slices.Contains(c.Names, name) && (best == nil || c.NotAfter.After(best.NotAfter)) {
 			best = c
 		}
 	}

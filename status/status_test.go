@@ -310,3 +310,24 @@ func TestAHostUnderAWildcardIsLinkedToTheWildcardCertificate(t *testing.T) {
 		}
 	}
 }
+
+func TestAUserWildcardWinsOverBerthsOwnCertificateForAHostItCovers(t *testing.T) {
+	certs := []Certificate{
+		{Name: "a.example.com", Names: []string{"a.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+		{Name: "_.example.com.crt", Names: []string{"*.example.com"}, NotAfter: now.Add(10 * 24 * time.Hour), Source: "user"},
+		{Name: "own.crt", Names: []string{"own.example.com"}, NotAfter: now.Add(10 * 24 * time.Hour), Source: "user"},
+		{Name: "own.example.com", Names: []string{"own.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+		{Name: "_.b.example.com", Names: []string{"*.b.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+		{Name: "b.example.com", Names: []string{"b.example.com"}, NotAfter: now.Add(80 * 24 * time.Hour)},
+	}
+	for host, want := range map[string]string{"a.example.com": "_.example.com.crt", "own.example.com": "own.crt",
+		"b.example.com": "_.example.com.crt", "x.b.example.com": "_.b.example.com", "*.example.com": "_.example.com.crt"} {
+		got := ""
+		if c := certFor(certs, host); c != nil {
+			got = c.Name
+		}
+		if got != want {
+			t.Errorf("certFor(%s) = %q, want %q", host, got, want)
+		}
+	}
+}
