@@ -209,6 +209,7 @@ func TestAUserCertificateWinsOverAStoredOneAndIsNeverOrderedOrRenewed(t *testing
 		// Replaced by the user: a new path (so nginx reloads), signalled.
 		drain(m)
 		uc2, uk2 := e.ca.valid(t, "a.test", "b.test")
+		synctest.Wait() // no pass reads the pair half-written (cert new, key old)
 		writePair(t, filepath.Join(user, "a.test.crt"), filepath.Join(user, "a.test.key"), uc2, uk2)
 		changed(t, m, 2*refreshInterval, "the user replaced the file")
 		if got := m.Certs()["a.test"]; got.Chain == certs["a.test"].Chain || got.Serial == certs["a.test"].Serial {
