@@ -75,7 +75,7 @@ func send(ctx context.Context, method, url string, secret []byte, body []byte) (
 	}
 	ts := time.Now().Unix()
 	req.Header.Set(HeaderTimestamp, strconv.FormatInt(ts, 10))
-	req.Header.Set(HeaderSignature, Sign(secret, ts, body))
+	req.Header.Set(HeaderSignature, Sign(secret, ts, Target(method, req.URL.Path), body))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := httpClient.Do(req)
 	if err != nil {

@@ -69,19 +69,25 @@ var (
 	ErrUnsigned     = errors.New("request not signed")
 )
 
-// Sign returns the X-Berth-Signature value for body sent at ts (unix
-// seconds): the timestamp is inside the MAC, so it cannot be changed to
-// replay an old body. Pure.
-func Sign(secret []byte, ts int64, body []byte) string {
+// Sign returns the X-Berth-Signature value for a request sent at ts (unix
+// seconds) to target (method and path, "PUT /v1/config") with body. The
+// timestamp is inside the MAC, so an old request cannot be made to look
+// fresh; so is the target, so a signed request cannot be replayed to
+// another path (a token's DELETE against another token, a push body as a
+// challenge). Pure.
+func Sign(secret []byte, ts int64, target string, body []byte) string {
 	m := hmac.New(sha256.New, secret)
-	fmt.Fprintf(m, "%d\n", ts)
+	fmt.Fprintf(m, "%d\n%s\n", ts, target)
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
 }
 
-// Verify checks a request's signature and timestamp headers against body
-// at now. The comparison is constant-time. Pure.
-func Verify(secret []byte, sig, ts string, body []byte, now time.Time) error {
+// Target is what Sign covers of a request besides its body: "METHOD path".
+func Target(method, path string) string { return method + " " + path }
+
+// Verify checks a request's signature and timestamp headers against its
+// target and body at now. The comparison is constant-time. Pure.
+func Verify(secret []byte, sig, ts, target string, body []byte, now time.Time) error {
 	if sig == "" || ts == "" {
 		return fmt.Errorf("%w: %s and %s are required", ErrUnsigned, HeaderSignature, HeaderTimestamp)
 	}
@@ -89,7 +95,7 @@ func Verify(secret []byte, sig, ts string, body []byte, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w: %s %q is not unix seconds", ErrStale, HeaderTimestamp, ts)
 	}
-	if !hmac.Equal([]byte(sig), []byte(Sign(secret, sec, body))) {
+	if !hmac.Equal([]byte(sig), []byte(Sign(secret, sec, target, body))) {
 		return ErrBadSignature
 	}
 	if skew := now.Sub(time.Unix(sec, 0)).Abs(); skew > MaxSkew {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"os"
 	"path/filepath"
@@ -13,27 +14,31 @@ func TestVerifyAcceptsOnlyAFreshRequestSignedWithTheSecret(t *testing.T) {
 	secret, body := []byte("s3cret"), []byte(`{"generation":1}`)
 	now := time.Unix(1_800_000_000, 0)
 	ts := now.Unix()
-	good := Sign(secret, ts, body)
+	target := Target("PUT", "/v1/config")
+	good := Sign(secret, ts, target, body)
 	for _, tc := range []struct {
 		name     string
 		sig, ts  string
+		target   string // "" is the target signed
 		body     []byte
 		want     error
 		wantNone bool
 	}{
 		{name: "a request signed now with the secret passes", sig: good, ts: strconv.FormatInt(ts, 10), body: body, wantNone: true},
-		{name: "a signature under another secret is refused", sig: Sign([]byte("other"), ts, body), ts: strconv.FormatInt(ts, 10), body: body, want: ErrBadSignature},
+		{name: "a signature under another secret is refused", sig: Sign([]byte("other"), ts, target, body), ts: strconv.FormatInt(ts, 10), body: body, want: ErrBadSignature},
+		{name: "a request sent to another path is refused", sig: good, ts: strconv.FormatInt(ts, 10), target: Target("PUT", "/v1/challenge/abc"), body: body, want: ErrBadSignature},
+		{name: "a request sent with another method is refused", sig: good, ts: strconv.FormatInt(ts, 10), target: Target("DELETE", "/v1/config"), body: body, want: ErrBadSignature},
 		{name: "a changed body is refused", sig: good, ts: strconv.FormatInt(ts, 10), body: []byte(`{"generation":2}`), want: ErrBadSignature},
 		{name: "a timestamp changed to look fresh is refused", sig: good, ts: strconv.FormatInt(ts+1, 10), body: body, want: ErrBadSignature},
-		{name: "a request signed six minutes ago is stale", sig: Sign(secret, ts-360, body), ts: strconv.FormatInt(ts-360, 10), body: body, want: ErrStale},
-		{name: "a request six minutes ahead is stale", sig: Sign(secret, ts+360, body), ts: strconv.FormatInt(ts+360, 10), body: body, want: ErrStale},
-		{name: "a request four minutes old passes", sig: Sign(secret, ts-240, body), ts: strconv.FormatInt(ts-240, 10), body: body, wantNone: true},
+		{name: "a request signed six minutes ago is stale", sig: Sign(secret, ts-360, target, body), ts: strconv.FormatInt(ts-360, 10), body: body, want: ErrStale},
+		{name: "a request six minutes ahead is stale", sig: Sign(secret, ts+360, target, body), ts: strconv.FormatInt(ts+360, 10), body: body, want: ErrStale},
+		{name: "a request four minutes old passes", sig: Sign(secret, ts-240, target, body), ts: strconv.FormatInt(ts-240, 10), body: body, wantNone: true},
 		{name: "a timestamp that is not a number is refused", sig: good, ts: "yesterday", body: body, want: ErrStale},
 		{name: "an unsigned request is refused", ts: strconv.FormatInt(ts, 10), body: body, want: ErrUnsigned},
 		{name: "a request without timestamp is refused", sig: good, body: body, want: ErrUnsigned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Verify(secret, tc.sig, tc.ts, tc.body, now)
+			err := Verify(secret, tc.sig, tc.ts, cmp.Or(tc.target, target), tc.body, now)
 			if tc.wantNone && err != nil {
 				t.Fatalf("refused: %v", err)
 			}

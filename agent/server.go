@@ -91,7 +91,7 @@ func (s *Server) authed(next func(http.ResponseWriter, *http.Request, []byte)) h
 			http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		if err := Verify(s.opts.Secret, r.Header.Get(HeaderSignature), r.Header.Get(HeaderTimestamp), body, s.now()); err != nil {
+		if err := Verify(s.opts.Secret, r.Header.Get(HeaderSignature), r.Header.Get(HeaderTimestamp), Target(r.Method, r.URL.Path), body, s.now()); err != nil {
 			s.log.WithField("remote", r.RemoteAddr).WithError(err).Warn("refused an unauthenticated request")
 			http.Error(w, "unauthenticated: "+err.Error(), http.StatusUnauthorized)
 			return
