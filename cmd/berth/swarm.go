@@ -233,16 +233,14 @@ func (t *termCerts) CertStatus(now time.Time) status.CertPart {
 	return m.CertStatus(now)
 }
 
-// swarmLeaseAndStore builds the lease on this berth's own service and the
-// Swarm store of certificates sealed under BERTH_SWARM_STORE_KEY_FILE.
+// swarmLeaseAndStore builds the lease on this berth's own service (found
+// from its own container, so the stack needs no setting) and the Swarm
+// store of certificates sealed under BERTH_SWARM_STORE_KEY_FILE.
 func swarmLeaseAndStore(ctx context.Context, s settings, src *controller.SwarmSource, log *logrus.Entry) (leaseHolder, clusterStore, error) {
-	return soloLease{}, nil, nil
-}
-
-// soloLease leads at once, for as long as ctx lasts.
-type soloLease struct{}
-
-func (soloLease) Campaign(ctx context.Context, _ *logrus.Entry) (context.Context, func(), error) {
-	term, cancel := context.WithCancel(ctx)
-	return term, cancel, nil
+	service, task, err := src.SelfService(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("BERTH_SWARM=on runs as a Swarm service (docker stack deploy): %w", err)
+	}
+	log.WithFields(logrus.Fields{"service": service, "task": task}).Info("campaigning for the lease on this berth's service")
+	return src.Lease(service, task, 0), nil, nil
 }
