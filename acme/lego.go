@@ -73,6 +73,9 @@ type AccountConfig struct {
 	Profile  string // ACME profile; "" lets the CA choose
 	StateDir string // account key and registration live here
 	Webroot  string // HTTP-01 tokens are written here
+	// HTTP01, when set, serves HTTP-01 tokens instead of the webroot: a
+	// Swarm manager hands them to every node's agent.
+	HTTP01 ChallengeWriter
 	// DNS answers DNS-01 challenges; nil when no DNS provider is configured.
 	DNS *DNSSolver
 	// Log receives lego's own progress lines at debug level; nil drops them.
@@ -200,7 +203,7 @@ func NewLegoIssuer(ctx context.Context, cfg AccountConfig) (*LegoIssuer, error) 
 		if err != nil {
 			return nil, err
 		}
-		return client, client.Challenge.SetHTTP01Provider(webrootProvider{dir: cfg.Webroot})
+		return client, client.Challenge.SetHTTP01Provider(httpProvider(cfg))
 	}
 	client, err := newClient()
 	if err != nil {
@@ -459,6 +462,20 @@ func (l *LegoIssuer) Revoke(ctx context.Context, chainPEM []byte) error {
 		return fmt.Errorf("revoke: %w", err)
 	}
 	return nil
+}
+
+// ChallengeWriter serves and withdraws HTTP-01 tokens (lego's
+// challenge.Provider, by its method set).
+type ChallengeWriter interface {
+	Present(domain, token, keyAuth string) error
+	CleanUp(domain, token, keyAuth string) error
+}
+
+func httpProvider(cfg AccountConfig) ChallengeWriter {
+	if cfg.HTTP01 != nil {
+		return cfg.HTTP01
+	}
+	return webrootProvider{dir: cfg.Webroot}
 }
 
 // webrootProvider answers HTTP-01 from the shared webroot. Unlike lego's

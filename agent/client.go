@@ -33,6 +33,11 @@ var ErrOldGeneration = errors.New("the agent has taken a later generation")
 // did not take the push (unreachable, refused, or an answer that is not a
 // Response); a rejected or failed apply is a Response, not an error.
 func Push(ctx context.Context, base string, secret []byte, p Payload) (Response, error) {
+	sealed, err := sealCerts(secret, p.Certs)
+	if err != nil {
+		return Response{}, fmt.Errorf("seal certificates: %w", err)
+	}
+	p.Certs = sealed
 	body, err := json.Marshal(p)
 	if err != nil {
 		return Response{}, fmt.Errorf("encode push: %w", err)
@@ -57,6 +62,20 @@ func Push(ctx context.Context, base string, secret []byte, p Payload) (Response,
 func PutChallenge(ctx context.Context, base string, secret []byte, token, keyAuth string) error {
 	_, err := send(ctx, http.MethodPut, base+"/v1/challenge/"+token, secret, []byte(keyAuth))
 	return err
+}
+
+// Info asks the agent at base for its node's nginx build (nginx -V), which
+// decides the directives the manager renders.
+func Info(ctx context.Context, base string, secret []byte) (NodeInfo, error) {
+	data, err := send(ctx, http.MethodGet, base+"/v1/info", secret, nil)
+	if err != nil {
+		return NodeInfo{}, err
+	}
+	var info NodeInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return NodeInfo{}, fmt.Errorf("GET %s/v1/info: answer is not node info: %q", base, truncate(data))
+	}
+	return info, nil
 }
 
 // DeleteChallenge asks the agent at base to remove a token.

@@ -28,11 +28,17 @@ import (
 // Payload is the body of PUT /v1/config: the full desired set of berth's
 // conf files (level-triggered: the agent diffs it against its disk, so a
 // lost or reordered push is harmless) and the certificate files they
-// name, by path relative to the certs dir.
+// name, by path relative to the certs dir. Push seals the certificate
+// files (seal.go) and the agent opens them.
 type Payload struct {
 	Generation uint64            `json:"generation"`
 	Files      map[string]string `json:"files"`
 	Certs      map[string]string `json:"certs,omitempty"`
+}
+
+// NodeInfo is the answer of GET /v1/info.
+type NodeInfo struct {
+	Nginx string `json:"nginx"` // nginx -V output of the node's nginx
 }
 
 // Result values of a Response.

@@ -70,6 +70,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/config", s.authed(s.config))
 	mux.HandleFunc("PUT /v1/challenge/{token}", s.authed(s.putChallenge))
 	mux.HandleFunc("DELETE /v1/challenge/{token}", s.authed(s.deleteChallenge))
+	mux.HandleFunc("GET /v1/info", s.authed(s.info))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	return mux
 }
@@ -133,7 +134,11 @@ func writeJSON(w http.ResponseWriter, code int, resp Response) {
 func (s *Server) apply(ctx context.Context, p Payload) Response {
 	log := s.log.WithField("generation", p.Generation)
 	resp := Response{Generation: p.Generation}
-	if err := writeCerts(s.opts.CertsDir, p.Certs); err != nil {
+	certs, err := openCerts(s.opts.Secret, p.Certs)
+	if err == nil {
+		err = writeCerts(s.opts.CertsDir, certs)
+	}
+	if err != nil {
 		resp.Result, resp.Error = ResultFailed, err.Error()
 		log.WithError(err).Error("push not applied")
 		return resp
@@ -189,6 +194,17 @@ func answer(w http.ResponseWriter, err error) {
 		code = http.StatusBadRequest
 	}
 	http.Error(w, err.Error(), code)
+}
+
+// info tells the manager which nginx runs on this node.
+func (s *Server) info(w http.ResponseWriter, r *http.Request, _ []byte) {
+	build, err := s.node.Build(r.Context(), s.log)
+	if err != nil {
+		http.Error(w, "no confirmed nginx: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(NodeInfo{Nginx: build})
 }
 
 // healthz answers 200 when the node's nginx is found and confirmed, so a

@@ -40,6 +40,25 @@ type Options struct {
 	RoutesFile string
 	// Observer, when set, is told what every pass saw (see observe.go).
 	Observer Observer
+	// Fleet, when set, replaces the local nginx: a Swarm manager's passes
+	// go to the agents beside every node's nginx (BERTH_SWARM=on).
+	Fleet Fleet
+}
+
+// Fleet is the nginx of every Swarm node as the manager's loop sees it.
+// Each node validates and reloads its own nginx (its agent runs the
+// Applier), so the loop neither execs nor signals: it hands the files over
+// and learns whether every node took them.
+type Fleet interface {
+	// Nginx returns what stands for every node's nginx in Desired (its
+	// networks decide reach) and the nginx -V output features follow.
+	Nginx(ctx context.Context) (Container, string, error)
+	// Apply makes every node serve files, with the certificate files they
+	// name. It is level-triggered: each call brings every agent that has
+	// not taken these bytes (a new node, a restarted agent) up to date, so
+	// the loop calls it on passes without a change too. An error means
+	// some agent did not take them; the loop retries with backoff.
+	Apply(ctx context.Context, files nginxconf.Files, log *logrus.Entry) error
 }
 
 // CertFiles are the files of one stored certificate version as nginx reads
@@ -101,6 +120,9 @@ type Controller struct {
 	inUse       []string        // certificate files last reported to Certs.InUse
 	fileRoutes  []FileRoute     // the routes file's last good entries
 	seen        passView        // what the running pass saw, for Options.Observer
+	// pushed is, with a Fleet, the last file set handed to it: the
+	// manager has no conf dir of its own to diff against.
+	pushed nginxconf.Files
 }
 
 // New returns a controller. The logger should carry no per-pass fields.
@@ -109,8 +131,12 @@ func New(engine Engine, nginx *Nginx, opts Options, log *logrus.Entry) *Controll
 	if opts.Resync <= 0 {
 		opts.Resync = DefaultResync
 	}
-	return &Controller{engine: engine, nginx: nginx, opts: opts, log: log, reported: map[string]bool{},
+	c := &Controller{engine: engine, nginx: nginx, opts: opts, log: log, reported: map[string]bool{},
 		applier: NewApplier(opts.ConfDir, engine), pokes: make(chan string, 1), verify: map[string]string{}}
+	if opts.Fleet != nil {
+		c.applier.unconfirmed = false // no local nginx: each agent keeps its own marker
+	}
+	return c
 }
 
 // Run watches Docker and reconciles until ctx ends. It returns nil on

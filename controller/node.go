@@ -61,6 +61,18 @@ func (n *Node) Find(ctx context.Context, log *logrus.Entry) (Container, error) {
 	return c, err
 }
 
+// Build returns the node's nginx -V output, which decides the directives
+// the manager renders for every node.
+func (n *Node) Build(ctx context.Context, log *logrus.Entry) (string, error) {
+	cs, err := n.engine.List(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list containers: %w", err)
+	}
+	n.nginx.Forget(cs)
+	_, build, err := n.nginx.Find(ctx, cs, log)
+	return build, err
+}
+
 // Converge makes the conf dir hold desired and nginx run it. Each rejection
 // whose file at fault is found quarantines that file and applies the rest
 // again at once, so one call lands every acceptable file: the manager's

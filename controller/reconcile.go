@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -79,8 +80,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	}
 	t.List = time.Since(start)
 	c.seen.listed, c.seen.cs = true, cs
-	c.nginx.Forget(cs)
-	nginx, build, err := c.nginx.Find(ctx, cs, log)
+	nginx, build, err := c.findNginx(ctx, cs, log)
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 	if _, ok := desired[nginxconf.DefaultFile]; !ok {
 		return fmt.Errorf("render: %v", errors.Join(errs...))
 	}
-	current, err := nginxconf.ReadOwned(c.opts.ConfDir)
+	current, err := c.current()
 	if err != nil {
 		return err
 	}
@@ -119,6 +119,9 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		c.resolved = resolvedLocations(cfg)
 		c.tellInUse(current)
 		log.WithField("list_ms", ms(t.List)).Debug("no change")
+		if c.opts.Fleet != nil {
+			return c.opts.Fleet.Apply(ctx, current, log) // agents that lag behind catch up
+		}
 		return c.checkServed(ctx, now, log)
 	}
 	resolved := resolvedLocations(cfg)
@@ -126,6 +129,9 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		c.notBefore = now.Add(wait)
 		log.WithField("retry_in", wait).Debug("change waits for reload pacing")
 		return errPaced
+	}
+	if c.opts.Fleet != nil {
+		return c.push(ctx, now, desired, resolved, plan, t, log)
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), applyTimeout)
 	defer cancel()
@@ -145,6 +151,48 @@ func (c *Controller) runPass(ctx context.Context, now time.Time, log *logrus.Ent
 		"list_ms": ms(t.List), "render_ms": ms(t.Render), "write_ms": ms(t.Write),
 		"validate_ms": ms(t.Validate), "signal_ms": ms(t.Signal),
 	}).Info("nginx reloaded")
+	return nil
+}
+
+// findNginx returns the nginx the pass renders for: the local container,
+// or with a Fleet the nginx service that stands for every node's.
+func (c *Controller) findNginx(ctx context.Context, cs []Container, log *logrus.Entry) (Container, string, error) {
+	if c.opts.Fleet != nil {
+		return c.opts.Fleet.Nginx(ctx)
+	}
+	c.nginx.Forget(cs)
+	return c.nginx.Find(ctx, cs, log)
+}
+
+// current returns the files nginx runs: those in the conf dir, or with a
+// Fleet those last handed to it.
+func (c *Controller) current() (nginxconf.Files, error) {
+	if c.opts.Fleet != nil {
+		return maps.Clone(c.pushed), nil
+	}
+	return nginxconf.ReadOwned(c.opts.ConfDir)
+}
+
+// push hands a changed file set to the Fleet. What was handed over counts
+// as current even when some agent failed to take it: the Fleet knows which
+// agents lag and the next pass (after backoff) brings them up to date.
+// Serving is checked by each node, which validates what it runs; the
+// manager has no nginx of its own to check on the wire.
+func (c *Controller) push(ctx context.Context, now time.Time, desired nginxconf.Files, resolved map[string]bool, plan nginxconf.Plan, t Timings, log *logrus.Entry) error {
+	start := time.Now()
+	err := c.opts.Fleet.Apply(ctx, desired, log)
+	c.seen.applied = true
+	c.pushed = desired
+	c.tellInUse(desired)
+	if err != nil {
+		return err
+	}
+	c.resolved = resolved
+	c.pacer.Record(now)
+	log.WithFields(logrus.Fields{
+		"written": plan.Write, "removed": plan.Remove,
+		"list_ms": ms(t.List), "render_ms": ms(t.Render), "push_ms": ms(time.Since(start)),
+	}).Info("pushed to every node")
 	return nil
 }
 
@@ -203,6 +251,10 @@ func (c *Controller) tellInUse(files nginxconf.Files) {
 
 // certDirective finds the certificate files a rendered file refers to.
 var certDirective = regexp.MustCompile(`(?m)^\s*ssl_certificate(?:_key)?\s+(\S+);`)
+
+// ReferencedCertFiles lists, sorted and unique, every certificate and key
+// path files refer to: what a Swarm manager sends with them. Pure.
+func ReferencedCertFiles(files nginxconf.Files) []string { return referencedCertFiles(files) }
 
 // referencedCertFiles lists, sorted and unique, every certificate and key
 // path in files. Never nil, so "nothing" is reported once too. Pure.

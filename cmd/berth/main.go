@@ -70,6 +70,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if cmd == "render" {
 			return render(s, stdout, log)
 		}
+		if s.Swarm {
+			return serveSwarm(s, log)
+		}
 		return serve(s, log)
 	case "certs", "renew", "revoke", "import":
 		return certsCmd(cmd, args, stdout, stderr)
@@ -157,7 +160,7 @@ func serve(s settings, log *logrus.Entry) int {
 	opts := s.controllerOptions()
 	var mgr *acme.Manager
 	if s.certsEnabled() {
-		if mgr, err = newManager(s, log, nginx); err != nil {
+		if mgr, err = newManager(s, log, nginx, nil); err != nil {
 			log.WithError(err).Error("cannot start")
 			return 1
 		}
@@ -196,8 +199,9 @@ func newNginx(engine controller.Engine, s settings) *controller.Nginx {
 // A DNS provider is configured here, once; one that cannot be (unknown
 // name, missing variables) is logged now and fails each DNS-01 order with
 // the same error, with backoff, while HTTP-01 orders go on.
-func newManager(s settings, log *logrus.Entry, probe acme.Prober) (*acme.Manager, error) {
+func newManager(s settings, log *logrus.Entry, probe acme.Prober, http01 acme.ChallengeWriter) (*acme.Manager, error) {
 	cfg := withLog(s.accountConfig(), log)
+	cfg.HTTP01 = http01
 	if s.ACMEDNSProvider != "" && s.acmeEnabled() {
 		if err := cfg.DNS.Err(); err != nil {
 			log.WithError(err).Error("DNS-01 orders will fail until the DNS provider is fixed; HTTP-01 orders go on")
@@ -309,7 +313,7 @@ func render(s settings, stdout io.Writer, log *logrus.Entry) int {
 	if s.certsEnabled() {
 		// The same certificates the daemon serves, read from the store;
 		// nothing is ordered (the manager does not run).
-		mgr, err := newManager(s, log, nil)
+		mgr, err := newManager(s, log, nil, nil)
 		if err != nil {
 			log.WithError(err).Error("render")
 			return 1

@@ -36,6 +36,10 @@ type settings struct {
 	RoutesFile                           string
 	HTTPAddr                             string // BERTH_HTTP_ADDR; "" serves no HTTP
 	NginxProxyEnv                        bool
+	Swarm                                bool                // BERTH_SWARM=on: read Swarm services, push to agents
+	AgentSecretFile                      string              // BERTH_AGENT_SECRET_FILE, shared with the agents
+	SwarmStoreKeyFile                    string              // BERTH_SWARM_STORE_KEY_FILE: seals the certificates kept in Swarm
+	AgentPort                            int                 // BERTH_SWARM_AGENT_PORT
 	roots                                []*x509.Certificate // parsed BERTH_ACME_CA_ROOTS
 	LogLevel, LogFormat                  string
 	Resync                               time.Duration
@@ -107,6 +111,18 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		resync = v
 		return nil
 	})
+	swarmMode := envOr("BERTH_SWARM", "off")
+	fs.Func("swarm", "on: run as the Swarm manager's berth: read services, push to the agents on every node (env BERTH_SWARM, default off)", func(v string) error {
+		swarmMode = v
+		return nil
+	})
+	str(&s.AgentSecretFile, "agent-secret-file", "BERTH_AGENT_SECRET_FILE", "/run/secrets/berth-agent", "with BERTH_SWARM=on: the secret shared with the agents (a Docker secret)")
+	str(&s.SwarmStoreKeyFile, "swarm-store-key-file", "BERTH_SWARM_STORE_KEY_FILE", "/run/secrets/berth-store-key", "with BERTH_SWARM=on: the key sealing the certificates and account kept in Swarm (a Docker secret)")
+	agentPort := envOr("BERTH_SWARM_AGENT_PORT", "9181")
+	fs.Func("swarm-agent-port", "with BERTH_SWARM=on: the port the agents listen on (env BERTH_SWARM_AGENT_PORT, default 9181)", func(v string) error {
+		agentPort = v
+		return nil
+	})
 	if extra != nil {
 		extra(fs)
 	}
@@ -128,6 +144,17 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 		s.NginxProxyEnv = nginxProxyEnv == "on"
 	default:
 		return s, fmt.Errorf("BERTH_NGINX_PROXY_ENV %q: want on or off", nginxProxyEnv)
+	}
+	switch swarmMode {
+	case "on", "off":
+		s.Swarm = swarmMode == "on"
+	default:
+		return s, fmt.Errorf("BERTH_SWARM %q: want on or off", swarmMode)
+	}
+	if n, perr := strconv.Atoi(agentPort); perr != nil || n < 1 || n > 65535 {
+		return s, fmt.Errorf("BERTH_SWARM_AGENT_PORT %q: want a port number", agentPort)
+	} else {
+		s.AgentPort = n
 	}
 	switch snippets {
 	case "on", "off":
