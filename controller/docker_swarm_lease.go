@@ -171,7 +171,9 @@ func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.C
 // service (a release is one), so a released lease is taken in about the
 // time of one call.
 func (l *Lease) acquire(ctx context.Context, log *logrus.Entry) (time.Time, error) {
-	updates := l.watch(ctx)
+	watching, stop := context.WithCancel(ctx)
+	defer stop() // a holder needs no more pokes
+	updates := l.watch(watching)
 	var absentSince time.Time
 	for {
 		wait := l.renewEvery()

@@ -49,6 +49,24 @@ func TestLeaseAndClusterStoreOnARealSwarm(t *testing.T) {
 	})
 }
 
+// updateService runs `docker service update --detach ARGS` on node,
+// again when it loses a race with a renewal ("update out of sequence"):
+// the CLI's own read-modify-write is a CAS too.
+func updateService(t *testing.T, sw *testenv.Swarm, node int, args ...string) {
+	t.Helper()
+	var err error
+	for range 10 {
+		var out string
+		out, err = sw.TryDocker(node, append([]string{"service", "update", "--detach"}, args...)...)
+		if err == nil || !strings.Contains(err.Error()+out, "out of sequence") {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // logBuffer collects a test's logrus lines, shown only if it fails:
 // goroutines of the code under test may log after a subtest has ended,
 // which t.Log does not allow.
@@ -182,8 +200,21 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	}
 	// Released, so that the first campaign need not wait the TTL plus
 	// grace that labels missing altogether ask for.
-	sw.Docker(t, 0, "service", "update", "--detach", "--label-add",
-		LeaseExpiresLabel+"="+time.Now().UTC().Format(time.RFC3339Nano), name)
+	updateService(t, sw, 0, "--label-add", LeaseExpiresLabel+"="+time.Now().UTC().Format(time.RFC3339Nano), name)
+
+	// The CAS itself: a write based on a read that another update has
+	// overtaken is refused.
+	stale, _, err := clis[0].ServiceInspectWithRaw(ctx, svcID, swarm.ServiceInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	updateService(t, sw, 1, "--label-add", "other=change", name)
+	racer := newSwarmSource(clis[2]).Lease(svcID, "racer", ttl)
+	if _, err := racer.write(ctx, stale, time.Now()); err == nil || labels()[LeaseHolderLabel] == "racer" {
+		t.Fatalf("a claim written from a stale read of the service was accepted (err %v): no compare-and-swap", err)
+	} else {
+		t.Logf("a claim from a stale read is refused: %v", err)
+	}
 
 	// Four candidates on three managers start at once: exactly one wins,
 	// the CAS turning the others' writes away.
@@ -247,7 +278,7 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 
 	// A stack deploy rewrites the labels from the stack file: the holder
 	// writes its claim back, and the last candidate does not take over.
-	sw.Docker(t, 1, "service", "update", "--detach", "--label-rm", LeaseHolderLabel, "--label-rm", LeaseExpiresLabel, name)
+	updateService(t, sw, 1, "--label-rm", LeaseHolderLabel, "--label-rm", LeaseExpiresLabel, name)
 	eventually(t, ttl, "the holder writes its wiped claim back", func() (bool, string) {
 		l := labels()
 		return l[LeaseHolderLabel] == third.holder, fmt.Sprint(l)
@@ -262,8 +293,7 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	// Someone else writes itself in: the holder's term ends at its next
 	// renewal, and its release leaves the other's labels alone.
 	far := time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
-	sw.Docker(t, 2, "service", "update", "--detach", "--label-add", LeaseHolderLabel+"=intruder",
-		"--label-add", LeaseExpiresLabel+"="+far, name)
+	updateService(t, sw, 2, "--label-add", LeaseHolderLabel+"=intruder", "--label-add", LeaseExpiresLabel+"="+far, name)
 	eventually(t, ttl, "the holder's term ends when another holds the lease", func() (bool, string) {
 		return third.term.Err() != nil, "term on"
 	})
@@ -278,8 +308,9 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 
 	if after := tasks(); after != tasksBefore {
 		t.Errorf("the lease restarted tasks: before\n%s\nafter\n%s", tasksBefore, after)
+	} else {
+		t.Logf("tasks unchanged after the lease's updates:\n%s", tasksBefore)
 	}
-	t.Logf("tasks unchanged after the lease's updates:\n%s", tasksBefore)
 	prev := sw.Docker(t, 0, "service", "inspect", "--format", "{{json .PreviousSpec.Labels}}", name)
 	t.Logf("PreviousSpec labels after renewals (what `docker service rollback` would restore): %s", prev)
 }
