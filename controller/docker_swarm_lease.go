@@ -136,6 +136,9 @@ func (l *Lease) retryEvery() time.Duration { return l.ttl / 10 }
 // after term ends before campaigning again. It may be called more than
 // once, and works after ctx has ended.
 func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.Context, release func(), err error) {
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
 	log = log.WithField("holder", l.holder)
 	expires, err := l.acquire(ctx, log)
 	if err != nil {

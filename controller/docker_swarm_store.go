@@ -33,20 +33,26 @@ import (
 )
 
 // ErrStoreNotRestored is Sync's refusal before a Restore has succeeded in
-// this process: a new leader whose directories are still empty (or stale,
-// from an earlier term on this node) would otherwise delete the cluster's
-// certificates, or upload old files as the newest.
-var ErrStoreNotRestored = errors.New("cluster store not restored yet: Restore must succeed before Sync")
+// this process, or after the context that Restore was given has ended: a
+// new leader whose directories are still empty would otherwise delete the
+// cluster's certificates, and one that leads again after another did
+// (its files stale from its earlier term) would upload its old files as
+// the newest and delete the other's new certificates.
+var ErrStoreNotRestored = errors.New("cluster store not restored in this term: Restore must succeed before Sync")
 
 // ClusterStore mirrors local directories into Swarm configs and back. Only
-// the leader (Lease) may call Sync; call Restore first, once per term.
+// the leader (Lease) may call Sync; call Restore first in every term, with
+// the lease's term as its context, so that Sync refuses once the term
+// ends, until the next term's Restore.
 type ClusterStore struct {
 	cli         *client.Client
 	namespace   string
 	secret      []byte
 	roots       map[string]string
 	callTimeout time.Duration
-	restored    atomic.Bool
+	// restored is closed when the term that Restore ran in ends (the
+	// ctx it was given); nil before any Restore succeeded.
+	restored atomic.Pointer[<-chan struct{}]
 	// Log gets a line per config created or deleted and per config kept
 	// because a service uses it; nil logs to logrus's standard logger.
 	Log *logrus.Entry
@@ -128,7 +134,8 @@ func (c *ClusterStore) Restore(ctx context.Context) (int, error) {
 			c.log().WithFields(logrus.Fields{"root": e.Root, "path": e.Path}).Debug("restored from the cluster store")
 		}
 	}
-	c.restored.Store(true)
+	done := ctx.Done() // nil for a context that never ends
+	c.restored.Store(&done)
 	return n, nil
 }
 
@@ -185,7 +192,7 @@ func writeLink(path, target string) error {
 // A file that cannot be mirrored (unreadable, over 400 KiB) is an error
 // naming it, but does not hold back the others, and its configs are kept.
 func (c *ClusterStore) Sync(ctx context.Context) error {
-	if !c.restored.Load() {
+	if !c.restoredInTerm() {
 		return ErrStoreNotRestored
 	}
 	keys, err := c.keys()
@@ -218,6 +225,20 @@ func (c *ClusterStore) Sync(ctx context.Context) error {
 		}
 	}
 	return errors.Join(append(errs, walkErr)...)
+}
+
+// restoredInTerm says whether a Restore succeeded and its context is live.
+func (c *ClusterStore) restoredInTerm() bool {
+	done := c.restored.Load()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-*done:
+		return false
+	default:
+		return true
+	}
 }
 
 // create stores e as a new config. A config of that name already exists

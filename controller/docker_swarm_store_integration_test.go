@@ -485,6 +485,9 @@ func testClusterStoreOnSwarm(t *testing.T, clis []*client.Client) {
 		if !strings.HasPrefix(c.Spec.Name, ns+"-") || len(c.Spec.Name) > 64 {
 			t.Errorf("config name %q", c.Spec.Name)
 		}
+		if len(c.Spec.Data) == 0 {
+			t.Logf("config %s: the list carries no data (Restore inspects each)", c.Spec.Name)
+		}
 		if bytes.Contains(c.Spec.Data, []byte("secret key one")) || bytes.Contains(c.Spec.Data, []byte("chain one")) {
 			t.Errorf("config %s holds plaintext", c.Spec.Name)
 		}
@@ -574,6 +577,23 @@ func testClusterStoreOnSwarm(t *testing.T, clis []*client.Client) {
 		t.Errorf("a file beside one over the limit was not synced")
 	}
 	os.Remove(filepath.Join(a["state"], "huge.bin"))
+
+	// A term ends: Sync refuses until the next term's Restore, which
+	// finds nothing to write on the node that wrote everything.
+	term, endTerm := context.WithCancel(ctx)
+	if n, err := storeA.Restore(term); n != 0 || err != nil {
+		t.Fatalf("Restore on the syncing node: %d, %v; want nothing written", n, err)
+	}
+	endTerm()
+	if err := storeA.Sync(ctx); !errors.Is(err, ErrStoreNotRestored) {
+		t.Errorf("Sync after the term of its Restore ended: %v, want ErrStoreNotRestored", err)
+	}
+	if _, err := storeA.Restore(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := storeA.Sync(ctx); err != nil {
+		t.Errorf("Sync after the next term's Restore: %v", err)
+	}
 
 	// A config a service uses cannot be deleted: Sync carries on.
 	inUse := configs()["state/small.txt"]

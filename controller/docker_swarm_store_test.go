@@ -2,6 +2,7 @@ package controller
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"maps"
 	"os"
@@ -321,5 +322,27 @@ func TestClusterStorePlanSync(t *testing.T) {
 				t.Errorf("planSync: create %v delete %v; want create %v delete %v", create, del, tc.create, tc.delete)
 			}
 		})
+	}
+}
+
+func TestClusterStoreSyncNeedsARestoreInTheCurrentTerm(t *testing.T) {
+	c := &ClusterStore{}
+	if c.restoredInTerm() {
+		t.Errorf("restored before any Restore")
+	}
+	term, end := context.WithCancel(context.Background())
+	done := term.Done()
+	c.restored.Store(&done)
+	if !c.restoredInTerm() {
+		t.Errorf("not restored within the term of the Restore")
+	}
+	end()
+	if c.restoredInTerm() {
+		t.Errorf("still restored after the term of the Restore ended")
+	}
+	forever := context.Background().Done()
+	c.restored.Store(&forever)
+	if !c.restoredInTerm() {
+		t.Errorf("a Restore with a context that never ends does not last")
 	}
 }
