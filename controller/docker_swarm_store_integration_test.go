@@ -558,6 +558,30 @@ func testClusterStoreOnSwarm(t *testing.T, clis []*client.Client) {
 		t.Errorf("Sync after a failed Restore: %v, want ErrStoreNotRestored", err)
 	}
 
+	// One blob under another key among good ones: still nothing written.
+	alien, err := newStoreKeys([]byte("an alien secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := storeEntry{Root: "state", Path: "zzz-alien", Mode: "0644", Data: []byte("alien")}
+	sum := alien.sum(e)
+	created, err := clis[0].ConfigCreate(ctx, swarm.ConfigSpec{Annotations: swarm.Annotations{
+		Name: storeConfigName(ns, sum), Labels: map[string]string{storeLabel: ns, storeRootLabel: e.Root,
+			storePathLabel: e.Path, storeModeLabel: e.Mode, storeSumLabel: sum}}, Data: alien.seal(e)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeE := store(1, "e", key)
+	if n, err := storeE.Restore(ctx); err == nil || n != 0 || !strings.Contains(err.Error(), storeConfigName(ns, sum)) {
+		t.Errorf("Restore with one blob under another key: %d, %v; want an error naming %s", n, err, storeConfigName(ns, sum))
+	}
+	if tree := treeOf(t, rootsIn(filepath.Join(tmp, "e"))); len(tree) != 0 {
+		t.Errorf("Restore with one blob under another key wrote the others: %v", slices.Sorted(maps.Keys(tree)))
+	}
+	if err := clis[0].ConfigRemove(ctx, created.ID); err != nil {
+		t.Fatal(err)
+	}
+
 	// A fresh leader with empty directories that syncs before restoring
 	// deletes nothing.
 	before := len(configs())
