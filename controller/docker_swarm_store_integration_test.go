@@ -123,25 +123,35 @@ func campaign(l *Lease, log *logrus.Entry) *candidate {
 	return c
 }
 
-// winners collects the candidates that won within d.
+// winners collects the candidates that won within d, or within
+// winnersSettle after the first: long enough for a second winner's write
+// to land, if the CAS let one through.
 func winners(cands []*candidate, d time.Duration) []campaignResult {
 	var won []campaignResult
 	deadline := time.After(d)
+	var settled <-chan time.Time
 	for {
 		for _, c := range cands {
 			select {
 			case r := <-c.done:
 				won = append(won, r)
+				if settled == nil {
+					settled = time.After(winnersSettle)
+				}
 			default:
 			}
 		}
 		select {
 		case <-deadline:
 			return won
+		case <-settled:
+			return won
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
+
+const winnersSettle = time.Second
 
 func without(cands []*candidate, holder string) []*candidate {
 	return slices.DeleteFunc(slices.Clone(cands), func(c *candidate) bool { return c.holder == holder })
@@ -217,21 +227,26 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	}
 
 	// Four candidates on three managers start at once: exactly one wins,
-	// the CAS turning the others' writes away.
+	// the CAS turning the others' writes away, and its renewals keep the
+	// others out for two TTLs.
 	var cands []*candidate
 	for i, h := range []string{"A", "B", "C", "D"} {
 		cands = append(cands, campaign(newSwarmSource(clis[i%len(clis)]).Lease(svcID, h, ttl), log))
 	}
+	all := slices.Clone(cands)
 	t.Cleanup(func() {
-		for _, c := range cands {
+		for _, c := range all {
 			c.cancel()
 		}
 	})
-	won := winners(cands, 2*ttl)
+	won := winners(cands, 2*time.Second)
 	if len(won) != 1 || won[0].err != nil {
 		t.Fatalf("4 candidates on a released lease: winners %+v, want exactly one", won)
 	}
 	first := won[0]
+	if more := winners(without(cands, first.holder), 2*ttl); len(more) != 0 {
+		t.Fatalf("%s won while %s renews: %+v", more[0].holder, first.holder, more)
+	}
 	if got := labels()[LeaseHolderLabel]; got != first.holder {
 		t.Errorf("leader label %q, want %q", got, first.holder)
 	}
