@@ -38,10 +38,13 @@ const (
 )
 
 // DefaultLeaseTTL is how long a lease lasts unless renewed. A standby
-// takes over a dead holder's lease within about this (plus leaseSkewGrace):
-// long enough that a renewal every TTL/3 survives a manager election
-// (about 10 s on a 3-manager Swarm stalls writes), short enough that sites
-// and renewals are not left without a leader for long.
+// takes over a dead holder's lease within about this (plus leaseSkewGrace),
+// so sites and renewals are not left without a leader for long; the
+// holder, renewing every TTL/3 and retrying until 2/3 of it, rides out a
+// few seconds of managers not answering. A raft election after the loss
+// of the leading manager (about 10 s) can still end its term: labels that
+// name it are then its own to take back at once, and no standby may take
+// them before they expire.
 const DefaultLeaseTTL = 15 * time.Second
 
 // leaseSkewGrace is added to another holder's expiry before a candidate
@@ -72,7 +75,7 @@ func (s *SwarmSource) Lease(service, holder string, ttl time.Duration) *Lease {
 
 // leaseView is what a service's labels say about its lease.
 type leaseView struct {
-	// Present: the expiry label is there (the lease is held or was
+	// Present: a lease label is there (the lease is held or was
 	// released). Absent: no lease was ever taken, or a stack deploy has
 	// just rewritten the labels from the stack file while a holder may
 	// still be acting.
