@@ -261,6 +261,15 @@ func testClusterStoreOnSwarm(t *testing.T, clis []*client.Client) {
 	if err := storeA.Sync(ctx); err != nil || len(configs()) != len(mirrored) {
 		t.Errorf("a second Sync with nothing changed: %v, %d configs", err, len(configs()))
 	}
+	// Creating a config that exists (a retry, a race) is success.
+	keys, err := storeA.keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := storeEntry{Root: "state", Path: "names.json", Mode: "0644", Data: []byte("{}")}
+	if err := storeA.create(ctx, keys, names, keys.sum(names)); err != nil || len(configs()) != len(mirrored) {
+		t.Errorf("creating an existing config again: %v, %d configs", err, len(configs()))
+	}
 
 	// Another node with empty directories gets identical files and modes.
 	storeB := store(1, "b", key)
