@@ -187,7 +187,8 @@ func writeLink(path, target string) error {
 // Sync makes the store match the local directories: a config for each
 // file whose contents, mode or link target have none, and then deletes
 // the configs of files that changed since or are gone. It refuses
-// (ErrStoreNotRestored) until Restore has succeeded in this process.
+// (ErrStoreNotRestored) unless a Restore has succeeded in this process
+// and the context that Restore was given (the lease's term) still lasts.
 // A config that a service uses cannot be deleted: it is kept and logged.
 // A file that cannot be mirrored (unreadable, over 400 KiB) is an error
 // naming it, but does not hold back the others, and its configs are kept.
@@ -223,6 +224,9 @@ func (c *ClusterStore) Sync(ctx context.Context) error {
 		if err := c.remove(ctx, b); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(plan.Create)+len(plan.Delete) > 0 {
+		c.log().WithFields(logrus.Fields{"created": len(plan.Create), "deleted": len(plan.Delete)}).Info("cluster store synced")
 	}
 	return errors.Join(append(errs, walkErr)...)
 }
