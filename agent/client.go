@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,7 +19,16 @@ import (
 // off an agent that hangs.
 const clientTimeout = 60 * time.Second
 
-var httpClient = &http.Client{Timeout: clientTimeout}
+// dialTimeout cuts off an agent whose node is gone sooner: Swarm marks a
+// dead node down only after some seconds, and until then its agent is
+// still listed; a pass must not wait a minute on it.
+const dialTimeout = 5 * time.Second
+
+var httpClient = &http.Client{Timeout: clientTimeout, Transport: &http.Transport{
+	DialContext:         (&net.Dialer{Timeout: dialTimeout}).DialContext,
+	MaxIdleConnsPerHost: 2,
+	IdleConnTimeout:     90 * time.Second,
+}}
 
 // maxResponse bounds what the manager reads of an agent's answer.
 const maxResponse = 1 << 20

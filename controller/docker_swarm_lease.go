@@ -38,10 +38,13 @@ const (
 )
 
 // DefaultLeaseTTL is how long a lease lasts unless renewed. A standby
-// takes over a dead holder's lease within about this (plus leaseSkewGrace):
-// long enough that a renewal every TTL/3 survives a manager election
-// (about 10 s on a 3-manager Swarm stalls writes), short enough that sites
-// and renewals are not left without a leader for long.
+// takes over a dead holder's lease within about this (plus leaseSkewGrace),
+// so sites and renewals are not left without a leader for long; the
+// holder, renewing every TTL/3 and retrying until 2/3 of it, rides out a
+// few seconds of managers not answering. A raft election after the loss
+// of the leading manager (about 10 s) can still end its term: labels that
+// name it are then its own to take back at once, and no standby may take
+// them before they expire.
 const DefaultLeaseTTL = 15 * time.Second
 
 // leaseSkewGrace is added to another holder's expiry before a candidate
@@ -72,7 +75,7 @@ func (s *SwarmSource) Lease(service, holder string, ttl time.Duration) *Lease {
 
 // leaseView is what a service's labels say about its lease.
 type leaseView struct {
-	// Present: the expiry label is there (the lease is held or was
+	// Present: a lease label is there (the lease is held or was
 	// released). Absent: no lease was ever taken, or a stack deploy has
 	// just rewritten the labels from the stack file while a holder may
 	// still be acting.
@@ -136,6 +139,9 @@ func (l *Lease) retryEvery() time.Duration { return l.ttl / 10 }
 // after term ends before campaigning again. It may be called more than
 // once, and works after ctx has ended.
 func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.Context, release func(), err error) {
+	if log == nil {
+		log = logrus.NewEntry(logrus.StandardLogger())
+	}
 	log = log.WithField("holder", l.holder)
 	expires, err := l.acquire(ctx, log)
 	if err != nil {
@@ -171,7 +177,9 @@ func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.C
 // service (a release is one), so a released lease is taken in about the
 // time of one call.
 func (l *Lease) acquire(ctx context.Context, log *logrus.Entry) (time.Time, error) {
-	updates := l.watch(ctx)
+	watching, stop := context.WithCancel(ctx)
+	defer stop() // a holder needs no more pokes
+	updates := l.watch(watching)
 	var absentSince time.Time
 	for {
 		wait := l.renewEvery()

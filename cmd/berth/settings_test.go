@@ -107,3 +107,23 @@ func TestAMisconfiguredDNSProviderIsAnErrorNamingItAndWhatIsMissing(t *testing.T
 		}
 	}
 }
+
+func TestSwarmSettingsAreReadAndChecked(t *testing.T) {
+	t.Setenv("BERTH_SWARM", "on")
+	t.Setenv("BERTH_SWARM_AGENT_PORT", "9200")
+	s, err := parseSettings("run", []string{"--agent-secret-file", "/s/agent"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Swarm || s.AgentPort != 9200 || s.AgentSecretFile != "/s/agent" || s.SwarmStoreKeyFile != "/run/secrets/berth-store-key" {
+		t.Fatalf("swarm settings %+v", s)
+	}
+	for env, val := range map[string]string{"BERTH_SWARM": "yes", "BERTH_SWARM_AGENT_PORT": "70000"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, val)
+			if _, err := parseSettings("run", nil, io.Discard); err == nil || !strings.Contains(err.Error(), env) {
+				t.Fatalf("%s=%s: %v; want an error naming it", env, val, err)
+			}
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -159,15 +160,9 @@ func runTerm(term context.Context, s settings, secret []byte, src *controller.Sw
 	}
 	err := ctl.Run(term)
 	wg.Wait()
-	if store != nil && mgr != nil {
-		// What the last moments stored reaches Swarm before the next
-		// leader restores.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(term), 10*time.Second)
-		defer cancel()
-		if serr := store.Sync(sctx); serr != nil {
-			log.WithError(serr).Warn("could not save the certificates to the Swarm store at the end of the term")
-		}
-	}
+	// No last Sync: the store refuses writes once the term has ended,
+	// since another berth may lead by now. Every certificate change was
+	// synced before the loop heard of it (mirror).
 	return err
 }
 
@@ -241,6 +236,20 @@ func swarmLeaseAndStore(ctx context.Context, s settings, src *controller.SwarmSo
 	if err != nil {
 		return nil, nil, fmt.Errorf("BERTH_SWARM=on runs as a Swarm service (docker stack deploy): %w", err)
 	}
+	key, err := os.ReadFile(s.SwarmStoreKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the store key (BERTH_SWARM_STORE_KEY_FILE; create it with `openssl rand -hex 32 | docker secret create berth-store-key -`): %w", err)
+	}
+	key = bytes.TrimRight(key, "\r\n")
+	if len(bytes.TrimSpace(key)) == 0 {
+		return nil, nil, fmt.Errorf("the store key %s is empty", s.SwarmStoreKeyFile)
+	}
 	log.WithFields(logrus.Fields{"service": service, "task": task}).Info("campaigning for the lease on this berth's service")
-	return src.Lease(service, task, 0), nil, nil
+	store := src.ClusterStore(swarmStoreNamespace, key, map[string]string{"certs": s.CertsDir, "state": s.StateDir})
+	store.Log = log.WithField("component", "store")
+	return src.Lease(service, task, 0), store, nil
 }
+
+// swarmStoreNamespace prefixes the configs of the certificate store. One
+// berth stack per Swarm: a second would need its own namespace.
+const swarmStoreNamespace = "berth"
