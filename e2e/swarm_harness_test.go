@@ -193,14 +193,15 @@ func (w *swarmSuite) deploy() {
 				return err
 			}
 		}
-		if tasks, err := w.tasks(swarmBerth); err != nil {
+		if tasks, err := w.wanted(swarmBerth); err != nil {
 			return err
 		} else if len(tasks) != 2 || tasks[0].node == tasks[1].node {
-			return fmt.Errorf("%s runs %+v, want 2 tasks on 2 nodes", swarmBerth, tasks)
+			return fmt.Errorf("%s has %+v, want 2 tasks on 2 nodes", swarmBerth, tasks)
 		}
-		return nil
+		_, _, err := w.leader()
+		return err
 	})
-	t.Logf("nginx and the agent run on every node, berth on two, %v after the deploy", since(start))
+	t.Logf("nginx and the agent run on every node, berth on two with a leader, %v after the deploy", since(start))
 	w.checkPebbleReachable()
 }
 
@@ -286,13 +287,34 @@ func (w *swarmSuite) dockerOn(node int, args ...string) (string, error) {
 	return testenv.TryDocker(slices.Concat([]string{"exec", w.sw.Nodes[node].Name, "timeout", swarmCmdTimeout, "docker"}, args)...)
 }
 
-// combined runs the docker CLI on node and returns stdout and stderr
-// together (container logs use both).
-func (w *swarmSuite) combined(node int, args ...string) (string, error) {
+// containerLogs returns the last lines of a container's stdout and
+// stderr (berth logs to stderr) on node.
+func (w *swarmSuite) containerLogs(node int, id string, lines int) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "docker", slices.Concat([]string{"exec", w.sw.Nodes[node].Name, "docker"}, args)...).CombinedOutput()
+	script := fmt.Sprintf("docker logs --tail %d %s 2>&1", lines, id)
+	out, err := exec.CommandContext(ctx, "docker", "exec", w.sw.Nodes[node].Name, "sh", "-c", script).CombinedOutput()
 	return string(out), err
+}
+
+// berthLog returns the lines of the log of the berth task on node that
+// match re.
+func (w *swarmSuite) berthLog(node int, re *regexp.Regexp) string {
+	c, err := w.nodeContainer(node, swarmBerth)
+	if err != nil {
+		return err.Error()
+	}
+	out, err := w.containerLogs(node, c, 100000)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if re.MatchString(line) {
+			lines = append(lines, line)
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // mustDocker is docker that fails the test, after retrying for a while: a
@@ -317,15 +339,23 @@ func (w *swarmSuite) nodeIndex(hostname string) int {
 	return -1
 }
 
-// swarmTask is one running task of a service.
+// swarmTask is one task of a service that Swarm wants running.
 type swarmTask struct {
 	id, name string
 	node     int
+	state    string // CurrentState: "Running 3 seconds ago", "Starting …"
 }
 
 // tasks returns the tasks of service that Swarm wants running and that
-// are running now.
+// are running now (healthy, if the image has a health check).
 func (w *swarmSuite) tasks(service string) ([]swarmTask, error) {
+	all, err := w.wanted(service)
+	return slices.DeleteFunc(all, func(t swarmTask) bool { return !strings.HasPrefix(t.state, "Running") }), err
+}
+
+// wanted returns the tasks of service that Swarm wants running, whatever
+// their current state.
+func (w *swarmSuite) wanted(service string) ([]swarmTask, error) {
 	out, err := w.docker("service", "ps", "--no-trunc", "--filter", "desired-state=running",
 		"--format", "{{.ID}}\t{{.Name}}\t{{.Node}}\t{{.CurrentState}}", service)
 	if err != nil {
@@ -334,10 +364,10 @@ func (w *swarmSuite) tasks(service string) ([]swarmTask, error) {
 	var tasks []swarmTask
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Split(line, "\t")
-		if len(f) != 4 || !strings.HasPrefix(f[3], "Running") {
+		if len(f) != 4 {
 			continue
 		}
-		tasks = append(tasks, swarmTask{id: f[0], name: f[1], node: w.nodeIndex(f[2])})
+		tasks = append(tasks, swarmTask{id: f[0], name: f[1], node: w.nodeIndex(f[2]), state: f[3]})
 	}
 	sort.Slice(tasks, func(i, j int) bool { return tasks[i].name < tasks[j].name })
 	return tasks, nil
@@ -381,7 +411,7 @@ func (w *swarmSuite) leader() (string, int, error) {
 	if label == "" || label == "<no value>" {
 		return "", -1, fmt.Errorf("the %s service has no %s label", swarmBerth, swarmLeaderLabel)
 	}
-	tasks, err := w.tasks(swarmBerth)
+	tasks, err := w.wanted(swarmBerth)
 	if err != nil {
 		return "", -1, err
 	}
@@ -535,8 +565,8 @@ func (w *swarmSuite) dumpOnFailure() {
 		name := w.sw.Nodes[i].Name
 		for _, svc := range []string{swarmBerth, swarmAgent, swarmNginx} {
 			ids, _ := w.dockerOn(i, "ps", "-aq", "--filter", "label=com.docker.swarm.service.name="+svc)
-			for _, id := range strings.Fields(ids) {
-				out, err := w.combined(i, "logs", "--tail", "150", id)
+			for _, id := range strings.Fields(ids)[:min(2, len(strings.Fields(ids)))] { // the newest two
+				out, err := w.containerLogs(i, id, 150)
 				t.Logf("%s on %s, container %s (last 150 lines):\n%s%s", svc, name, id, out, errOrEmpty(err))
 			}
 		}

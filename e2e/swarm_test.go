@@ -23,6 +23,7 @@ import (
 	"math/big"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -158,12 +159,19 @@ func TestSwarm(t *testing.T) {
 		}
 	})
 
+	// Not a prerequisite of the others. By now the stack has run for
+	// minutes: neither berth replica should have been replaced.
+	t.Run("0b_StandbyBerthIsNotReplaced", func(t *testing.T) { w.standbyKept(t) })
+
 	run("d_KillingTheActingBerthsNodeMovesItAndOrdersNothing", func(t *testing.T) {
 		task, dead, err := w.leader()
 		if err != nil {
 			t.Fatal(err)
 		}
 		survivors := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == dead })
+		t.Logf("the acting berth on %s before the kill:\n%s", w.sw.Nodes[dead].Name, lastN(w.berthLog(dead, termLines), 25))
+		cfgs, _ := w.docker("config", "ls", "--format", "{{.Name}}")
+		t.Logf("Swarm configs before the kill: %s", strings.Join(strings.Fields(cfgs), " "))
 		p := w.probe(survivors, appHost, "app")
 		killed := time.Now()
 		w.sw.Kill(t, dead)
@@ -179,6 +187,9 @@ func TestSwarm(t *testing.T) {
 			return err
 		})
 		t.Logf("FIGURE acting berth moved to %s (task %s) %v after the kill", w.sw.Nodes[moved].Name, newTask, since(killed))
+		defer func() {
+			t.Logf("the new acting berth on %s:\n%s", w.sw.Nodes[moved].Name, lastN(w.berthLog(moved, termLines), 25))
+		}()
 
 		// The new leader acts: a service created now is served on the survivors.
 		w.createService("after", "after.swarm.test", 1)
@@ -258,6 +269,61 @@ func TestSwarm(t *testing.T) {
 		p.finish(t, false)
 	})
 	t.Logf("Swarm suite: %v", since(start))
+}
+
+// standbyKept fails when the standby berth's health check fails (Swarm
+// then replaces it every couple of minutes) or Swarm has shut down any
+// berth task since the deploy (no node was lost yet).
+func (w *swarmSuite) standbyKept(t *testing.T) {
+	out, err := w.docker("service", "ps", "--no-trunc", "--format", "{{.ID}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}", swarmBerth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replaced []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Split(line, "\t"); len(f) == 5 && f[2] != "Running" {
+			replaced = append(replaced, line)
+		}
+	}
+	if len(replaced) > 0 {
+		t.Errorf("Swarm replaced %d berth tasks while no node was lost:\n%s", len(replaced), strings.Join(replaced, "\n"))
+	}
+	leader, _, err := w.leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := w.wanted(swarmBerth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		if task.id == leader {
+			continue
+		}
+		c, err := w.nodeContainer(task.node, swarmBerth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := w.dockerOn(task.node, "inspect", "--format", "{{.State.Health.Status}}{{range .State.Health.Log}} | exit {{.ExitCode}}: {{.Output}}{{end}}", c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(h, "unhealthy") || regexp.MustCompile(`exit [1-9]`).MatchString(h) {
+			t.Errorf("the standby berth (task %s, %s) fails its health check, so Swarm replaces it every couple of minutes: %s", task.id, task.state, h)
+		} else {
+			t.Logf("the standby berth (task %s): %s", task.id, h)
+		}
+	}
+}
+
+// termLines are the lines of berth's log that tell what a term did with
+// the lease, the Swarm store and certificates.
+var termLines = regexp.MustCompile(`(?i)lease|leading|store|restor|certificate|order|obtain`)
+
+// lastN returns the last n lines of s.
+func lastN(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // sabotageAgent keeps the agent off node, to show that case a fails then.
