@@ -75,10 +75,6 @@ type swarmSuite struct {
 	nginx   string // nginx image
 	pebble  string // Pebble's address on the nodes' network
 
-	// stackErr is why deploy/swarm/stack.yml could not be deployed as
-	// written, if it could not.
-	stackErr error
-
 	mu   sync.Mutex
 	gone map[int]bool // nodes killed or gone from the Swarm
 }
@@ -172,15 +168,6 @@ func (w *swarmSuite) deploy() {
 	w.pipe(0, string(w.ca.RootsPEM), "sh", "-c", "cat > "+swarmStackDir+"/pebble-roots.pem")
 	start := time.Now()
 	out, err := w.stackDeploy()
-	if err != nil && strings.Contains(err.Error(), "yaml:") {
-		// The stack file as written does not parse: TestSwarm's first
-		// case reports it; the rest run on a minimally repaired copy.
-		w.stackErr = err
-		fixed := flowVariable.ReplaceAll(stack, []byte(`$1"$2"`))
-		t.Logf("WORKAROUND: stack.yml does not parse (%v); deploying it with every ${VAR:-default} in a flow mapping quoted", err)
-		w.pipe(0, string(fixed), "sh", "-c", "cat > "+swarmStackDir+"/stack.yml")
-		out, err = w.stackDeploy()
-	}
 	if err != nil {
 		t.Fatalf("docker stack deploy: %v\n%s", err, out)
 	}
@@ -204,10 +191,6 @@ func (w *swarmSuite) deploy() {
 	t.Logf("nginx and the agent run on every node, berth on two with a leader, %v after the deploy", since(start))
 	w.checkPebbleReachable()
 }
-
-// flowVariable is a ${VAR:-default} value inside a YAML flow mapping
-// ({key: value, ...}), where its braces end the mapping.
-var flowVariable = regexp.MustCompile(`(\{[^\n]*?: )(\$\{[A-Za-z_]+(?::-[^}]*)?\})`)
 
 // stackDeploy runs `docker stack deploy` of stack.yml and the override in
 // node 0, with the variables stack.yml reads set for the test.
@@ -450,6 +433,13 @@ func (w *swarmSuite) renderedConfig(node int) (string, error) {
 // <name>.<slot>@<node>. extra are more `docker service create` flags.
 func (w *swarmSuite) createService(name, host string, replicas int, extra ...string) {
 	w.t.Helper()
+	if err := w.tryCreateService(name, host, replicas, extra...); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// tryCreateService is createService for other goroutines than the test's.
+func (w *swarmSuite) tryCreateService(name, host string, replicas int, extra ...string) error {
 	args := slices.Concat([]string{"service", "create", "--detach", "--name", name,
 		"--replicas", fmt.Sprint(replicas), "--replicas-max-per-node", "1", "--network", swarmNetwork,
 		"--label", "proxy.host=" + host, "--label", "proxy.port=80",
@@ -458,8 +448,9 @@ func (w *swarmSuite) createService(name, host string, replicas int, extra ...str
 		args = slices.Insert(args, len(args)-1, "--label", "proxy.acme=off")
 	}
 	if out, err := w.docker(args...); err != nil {
-		w.t.Fatalf("docker service create %s: %v %s", name, err, out)
+		return fmt.Errorf("docker service create %s: %v %s", name, err, out)
 	}
+	return nil
 }
 
 // addr returns the 127.0.0.1 address of node's published port.
