@@ -67,7 +67,7 @@ const swarmCmdTimeout = "15s"
 
 // swarmSuite is the Swarm and the deployed stack the subtests share.
 type swarmSuite struct {
-	t       *testing.T
+	t       testing.TB
 	sw      *testenv.Swarm
 	ca      *testenv.PebbleInContainers
 	backend string // backend image
@@ -82,7 +82,7 @@ type swarmSuite struct {
 // newSwarmSuite builds the images, starts the Swarm and Pebble, deploys
 // the stack and waits until nginx and the agent run on every node and
 // berth's two replicas run on managers.
-func newSwarmSuite(t *testing.T) *swarmSuite {
+func newSwarmSuite(t testing.TB) *swarmSuite {
 	t.Helper()
 	testenv.RequireDocker(t)
 	leftovers.Do(func() { testenv.CleanupLeftovers(t) })

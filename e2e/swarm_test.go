@@ -318,7 +318,8 @@ func (w *swarmSuite) standbyProblems(t *testing.T) []string {
 		}
 		c, err := w.nodeContainer(task.node, swarmBerth)
 		if err != nil {
-			t.Fatal(err)
+			problems = append(problems, fmt.Sprintf("the standby berth (task %s, %s) has no running container: %v", task.id, task.state, err))
+			continue
 		}
 		h, err := w.dockerOn(task.node, "inspect", "--format", "{{.State.Health.Status}}{{range .State.Health.Log}} | exit {{.ExitCode}}: {{.Output}}{{end}}", c)
 		if err != nil {
@@ -536,6 +537,9 @@ func (p *swarmProber) finish(t *testing.T, strict bool) {
 	close(p.stop)
 	p.wg.Wait()
 	first := p.bad[:min(len(p.bad), 8)]
+	if len(p.bad) > 0 { // the window in which requests failed
+		first = append(first, "… the last one: "+p.bad[len(p.bad)-1])
+	}
 	switch {
 	case len(p.bad) == 0:
 		t.Logf("FIGURE %d requests during the change, all served", p.reqs)
