@@ -62,6 +62,9 @@ func TestSwarm(t *testing.T) {
 		ok     = true
 		serial *big.Int // the certificate of secureHost served everywhere
 		orders int      // Pebble's orders after that certificate
+		// The requests that failed while the acting berth's node was
+		// killed and while a node left.
+		failover, leftFailures []string
 	)
 	run := func(name string, f func(t *testing.T)) {
 		if !ok {
@@ -219,7 +222,15 @@ func TestSwarm(t *testing.T) {
 		t.Logf("every survivor served %s from live replicas only %v after the kill", appHost, since(killed))
 		testenv.Eventually(t, swarmConverge, func() error { return w.unchanged(survivors, ca, orders, serial, roots) })
 		consistently(t, 10*time.Second, func() error { return w.unchanged(survivors, ca, orders, serial, roots) })
-		p.finish(t, false)
+		failover = p.finish(t, false)
+	})
+	t.Run("d2_NoRequestFailsDuringTheFailover", func(t *testing.T) {
+		if !ok {
+			t.Skip("case d did not pass")
+		}
+		knownBug(t, "while the killed node's replica is still in the upstreams (until the new leader pushes, about 20 s), "+
+			"the requests nginx sends to it hang: no proxy_connect_timeout is rendered by default (nginx waits 60 s), "+
+			"so a client with a 2 s timeout fails", failover)
 	})
 
 	run("e_ANodeThatLeavesDropsOutOfTheUpstreams", func(t *testing.T) {
@@ -285,7 +296,14 @@ func TestSwarm(t *testing.T) {
 			testenv.Eventually(t, swarmConverge, func() error { return w.steady(n, appHost, "app", 20) })
 		}
 		t.Logf("FIGURE the replica of the node that left dropped out of the upstreams of %d nodes %v after it left", len(staying), since(left))
-		p.finish(t, false)
+		leftFailures = p.finish(t, false)
+	})
+	t.Run("e2_NoRequestFailsWhileANodeLeaves", func(t *testing.T) {
+		if !ok {
+			t.Skip("case e did not pass")
+		}
+		knownBug(t, "until the replica of the node that left is out of the upstreams (a few seconds), the requests nginx sends "+
+			"to it hang (no proxy_connect_timeout by default), so a client with a 2 s timeout fails", leftFailures)
 	})
 	t.Logf("Swarm suite: %v", since(start))
 }
@@ -300,7 +318,7 @@ func (w *swarmSuite) standbyProblems(t *testing.T) []string {
 	}
 	var problems []string
 	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Split(line, "\t"); len(f) == 5 && f[2] != "Running" {
+		if f := strings.Split(line, "\t"); len(f) == 5 && f[2] == "Shutdown" {
 			problems = append(problems, "a berth task was shut down while no node was lost: "+line)
 		}
 	}
@@ -532,20 +550,22 @@ func (w *swarmSuite) probe(nodes []int, host, service string) *swarmProber {
 
 // finish stops the prober. With strict, any failed request fails the
 // test; otherwise the failures are logged as a figure.
-func (p *swarmProber) finish(t *testing.T, strict bool) {
+func (p *swarmProber) finish(t *testing.T, strict bool) []string {
 	t.Helper()
 	close(p.stop)
 	p.wg.Wait()
-	first := p.bad[:min(len(p.bad), 8)]
-	if len(p.bad) > 0 { // the window in which requests failed
-		first = append(first, "… the last one: "+p.bad[len(p.bad)-1])
-	}
-	switch {
-	case len(p.bad) == 0:
+	if len(p.bad) == 0 {
 		t.Logf("FIGURE %d requests during the change, all served", p.reqs)
-	case strict:
-		t.Errorf("%d of %d requests during the change failed, first ones:\n%s", len(p.bad), p.reqs, strings.Join(first, "\n"))
-	default:
-		t.Logf("FIGURE %d of %d requests during the change failed, first ones:\n%s", len(p.bad), p.reqs, strings.Join(first, "\n"))
+		return nil
 	}
+	// The first few, and the last one: the window in which requests failed.
+	failures := append([]string{fmt.Sprintf("%d of %d requests during the change failed, first ones:", len(p.bad), p.reqs)},
+		p.bad[:min(len(p.bad), 8)]...)
+	failures = append(failures, "… the last one: "+p.bad[len(p.bad)-1])
+	if strict {
+		t.Error(strings.Join(failures, "\n"))
+	} else {
+		t.Log("FIGURE " + strings.Join(failures, "\n"))
+	}
+	return failures
 }
