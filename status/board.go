@@ -28,6 +28,22 @@ type Board struct {
 	watching bool
 	reloads  []Reload // newest first
 	counters Counters
+	// standby: a Swarm berth that does not hold the lease. It watches
+	// nothing and runs no pass, and is healthy: Swarm must not replace
+	// the replica that is ready to take over.
+	standby bool
+}
+
+// Standby records whether this berth stands by (Swarm, without the lease)
+// or leads. A new term starts from a clean slate: the previous term's
+// passes and stream say nothing about this one.
+func (b *Board) Standby(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.standby = on
+	if !on {
+		b.havePart, b.watching = false, false
+	}
 }
 
 // NewBoard returns a board; certs may be nil (BERTH_ACME_CA=off).
@@ -82,7 +98,11 @@ func (b *Board) Snapshot(now time.Time) Snapshot {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return assemble(now, b.version, b.part, b.havePart, b.watching, b.reloads, b.counters, cp)
+	s := assemble(now, b.version, b.part, b.havePart, b.watching, b.reloads, b.counters, cp)
+	if b.standby {
+		s.Standby, s.Healthy, s.HealthReason = true, true, ""
+	}
+	return s
 }
 
 // assemble merges the parts into one Snapshot. Pure; every slice is

@@ -25,8 +25,11 @@ type Snapshot struct {
 	// Docker and has a confirmed nginx. HealthReason says why not.
 	Healthy      bool   `json:"healthy"`
 	HealthReason string `json:"health_reason,omitempty"`
-	Docker       Docker `json:"docker"`
-	Nginx        Nginx  `json:"nginx"`
+	// Standby: a Swarm berth that does not hold the lease; another berth
+	// decides and orders, and this one takes over if that one goes.
+	Standby bool   `json:"standby,omitempty"`
+	Docker  Docker `json:"docker"`
+	Nginx   Nginx  `json:"nginx"`
 	// Reloads are the most recent reloads, newest first (at most MaxReloads).
 	Reloads []Reload `json:"reloads"`
 	// LastPass is the last reconcile pass.

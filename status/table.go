@@ -105,6 +105,9 @@ func dockerLine(s Snapshot) string {
 }
 
 func healthLine(s Snapshot) string {
+	if s.Standby {
+		return "ok, standing by (Swarm: another berth holds the lease)"
+	}
 	if s.Healthy {
 		return "ok"
 	}

@@ -92,6 +92,7 @@ func serveSwarm(s settings, log *logrus.Entry) int {
 		return 1
 	}
 	for ctx.Err() == nil {
+		board.Standby(true)
 		term, release, err := lease.Campaign(ctx, log)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -101,6 +102,7 @@ func serveSwarm(s settings, log *logrus.Entry) int {
 			continue
 		}
 		log.Info("leading: this berth decides and orders")
+		board.Standby(false)
 		err = runTerm(term, s, secret, src, store, certs, board, log)
 		release()
 		if err != nil {
