@@ -305,6 +305,34 @@ func TestSwarm(t *testing.T) {
 		knownBug(t, "until the replica of the node that left is out of the upstreams (a few seconds), the requests nginx sends "+
 			"to it hang (no proxy_connect_timeout by default), so a client with a 2 s timeout fails", leftFailures)
 	})
+
+	// Swarm replaces the nginx and agent tasks of a node now and then (an
+	// image update, or, seen here, on a surviving node after the raft
+	// leader died): the node must serve new services again.
+	run("g_ReplacedNginxAndAgentTasksServeAgain", func(t *testing.T) {
+		nodes := w.alive()
+		replaced := time.Now()
+		for _, svc := range []string{swarmNginx, swarmAgent} {
+			w.mustDocker("service", "update", "--detach", "--force", svc)
+		}
+		testenv.Eventually(t, 3*time.Minute, func() error {
+			for _, svc := range []string{swarmNginx, swarmAgent} {
+				state, err := w.docker("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", svc)
+				if err != nil || state != "completed" {
+					return fmt.Errorf("forced update of %s: %q %v", svc, state, err)
+				}
+			}
+			return nil
+		})
+		t.Logf("nginx and agent tasks replaced on %d nodes %v after docker service update --force", len(nodes), since(replaced))
+		created := time.Now()
+		w.createService("late", "late.swarm.test", 1)
+		testenv.Eventually(t, swarmConverge, func() error { return w.servedEverywhere(nodes, "late.swarm.test", "late") })
+		t.Logf("a service created after the replacement was served through every node %v after docker service create", since(created))
+		for _, n := range nodes {
+			testenv.Eventually(t, swarmConverge, func() error { return w.steady(n, appHost, "app", 10) })
+		}
+	})
 	t.Logf("Swarm suite: %v", since(start))
 }
 
