@@ -333,6 +333,37 @@ func TestSwarm(t *testing.T) {
 			testenv.Eventually(t, swarmConverge, func() error { return w.steady(n, appHost, "app", 10) })
 		}
 	})
+
+	// An agent updated start-first overlaps its predecessor on the node
+	// for a moment; both use the node's agent-state volume, where the
+	// health socket of `berth health` lives.
+	t.Run("h_AgentUpdatedStartFirstStaysHealthy", func(t *testing.T) {
+		if !ok {
+			t.Skip("an earlier case failed")
+		}
+		w.mustDocker("service", "update", "--detach", "--force", "--update-order", "start-first", swarmAgent)
+		testenv.Eventually(t, 3*time.Minute, func() error {
+			state, err := w.docker("service", "inspect", "--format", "{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}", swarmAgent)
+			if err != nil || state != "completed" {
+				return fmt.Errorf("start-first update of %s: %q %v", swarmAgent, state, err)
+			}
+			return nil
+		})
+		var problems []string
+		for _, n := range w.alive() {
+			testenv.Eventually(t, time.Minute, func() error {
+				_, err := w.nodeContainer(n, swarmAgent) // the old one has stopped
+				return err
+			})
+			c, _ := w.nodeContainer(n, swarmAgent)
+			if out, err := w.dockerOn(n, "exec", c, "/berth", "health"); err != nil {
+				problems = append(problems, fmt.Sprintf("berth health in the new agent on %s: %v %s", w.sw.Nodes[n].Name, err, out))
+			}
+		}
+		knownBug(t, "the agent's health socket is in BERTH_STATE_DIR, a volume the agent tasks of a node share: an agent that "+
+			"stops unlinks the socket of the agent that replaced it (a Go unix listener removes its path on Close), so the new "+
+			"agent's `berth health` fails; Swarm then keeps it Starting (the manager pushes nothing to it) or replaces it", problems)
+	})
 	t.Logf("Swarm suite: %v", since(start))
 }
 
