@@ -46,9 +46,11 @@ const (
 	// swarmRootsPath is where the berth service finds the CA of Pebble's
 	// TLS certificate (a Docker config).
 	swarmRootsPath = "/etc/berth-test/pebble-roots.pem"
-	// swarmLeaderLabel is the service label of the berth service that
-	// holds the acting berth's task ID (the lease).
+	// swarmLeaderLabel is the lease's label that holds the acting
+	// berth's task ID.
 	swarmLeaderLabel = "berth.leader"
+	// swarmLeaseConfig is the Swarm config that holds the lease's labels.
+	swarmLeaseConfig = "berth-lease"
 )
 
 // swarmConverge bounds how long a change in Swarm may take to be served
@@ -385,14 +387,18 @@ func (w *swarmSuite) taskAddr(taskID string) (string, error) {
 }
 
 // leader returns the task ID of the acting berth and the node it runs on,
-// from the berth service's berth.leader label.
+// from the lease's berth.leader label: on the Swarm config berth-lease
+// (where the lease lives), or on the berth service (where it first lived).
 func (w *swarmSuite) leader() (string, int, error) {
-	label, err := w.docker("service", "inspect", "--format", `{{index .Spec.Labels "`+swarmLeaderLabel+`"}}`, swarmBerth)
+	label, err := w.docker("config", "inspect", "--format", `{{index .Spec.Labels "`+swarmLeaderLabel+`"}}`, swarmLeaseConfig)
+	if err != nil || label == "" || label == "<no value>" {
+		label, err = w.docker("service", "inspect", "--format", `{{index .Spec.Labels "`+swarmLeaderLabel+`"}}`, swarmBerth)
+	}
 	if err != nil {
 		return "", -1, err
 	}
 	if label == "" || label == "<no value>" {
-		return "", -1, fmt.Errorf("the %s service has no %s label", swarmBerth, swarmLeaderLabel)
+		return "", -1, fmt.Errorf("neither the config %s nor the service %s has a %s label", swarmLeaseConfig, swarmBerth, swarmLeaderLabel)
 	}
 	tasks, err := w.wanted(swarmBerth)
 	if err != nil {
@@ -549,8 +555,8 @@ func (w *swarmSuite) dumpOnFailure() {
 		t.Logf("docker service ls:\n%s", out)
 		out, _ = w.dockerOn(m, "service", "ps", "--no-trunc", swarmBerth, swarmAgent, swarmNginx)
 		t.Logf("stack tasks:\n%s", out)
-		out, _ = w.dockerOn(m, "service", "inspect", "--format", "{{json .Spec.Labels}}", swarmBerth)
-		t.Logf("labels of %s: %s", swarmBerth, out)
+		out, _ = w.dockerOn(m, "config", "inspect", "--format", "{{json .Spec.Labels}}", swarmLeaseConfig)
+		t.Logf("labels of the config %s: %s", swarmLeaseConfig, out)
 	}
 	for _, i := range w.alive() {
 		name := w.sw.Nodes[i].Name
