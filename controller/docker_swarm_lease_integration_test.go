@@ -7,6 +7,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -321,10 +322,41 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	if l := labels(); l[LeaseHolderLabel] != "intruder" || l[LeaseExpiresLabel] != far {
 		t.Errorf("after the release of a lost lease, labels %v; want the intruder's", l)
 	}
-	last.cancel()
-	if r := <-last.done; !errors.Is(r.err, context.Canceled) {
+	quitter := campaign(newSwarmSource(clis[0]).Lease(name, "quitter", ttl), log)
+	all = append(all, quitter)
+	quitter.cancel()
+	if r := <-quitter.done; !errors.Is(r.err, context.Canceled) {
 		t.Errorf("a campaign whose context ends: %v, want context.Canceled", r.err)
 	}
+
+	// The lease config is removed (by hand): a candidate, woken by the
+	// removal, creates it again with its claim, however long the last
+	// holder's expiry.
+	removed := time.Now()
+	if err := clis[1].ConfigRemove(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	won = winners([]*candidate{last}, 2*time.Second)
+	if len(won) != 1 || won[0].err != nil {
+		t.Fatalf("after the lease config was removed: winners %+v, want %s", won, last.holder)
+	}
+	t.Logf("after the lease config was removed, %s held the lease %s later", last.holder, won[0].at.Sub(removed).Round(time.Millisecond))
+	if l := labels(); l[LeaseHolderLabel] != last.holder {
+		t.Errorf("after the lease config was removed and %s won, labels %v", last.holder, l)
+	}
+	// Removed under a holder with no candidate about: the holder's next
+	// renewal creates it again, and its term goes on.
+	if err := clis[1].ConfigRemove(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ttl, "the holder creates the removed lease config again", func() (bool, string) {
+		cfg, _, err := clis[0].ConfigInspectWithRaw(ctx, name)
+		return err == nil && cfg.Spec.Labels[LeaseHolderLabel] == last.holder, fmt.Sprint(cfg.Spec.Labels, err)
+	})
+	if won[0].term.Err() != nil {
+		t.Errorf("%s's term ended after it created the removed lease config again", last.holder)
+	}
+	won[0].release()
 
 	// All those renewals left the service alone: the same spec version (so
 	// the same PreviousSpec for a rollback) and the same tasks.
