@@ -3,11 +3,27 @@ package controller
 // The leader lease of berth in Swarm mode: two (or more) replicas of the
 // berth service run on managers, and exactly one of them may act at a time
 // (decide the config, order certificates). The lease is kept in the Swarm
-// itself, as two labels of the berth service's own spec, and taken and
-// renewed by compare-and-swap: ServiceUpdate carries the spec version that
-// ServiceInspect returned, and Swarm refuses it ("update out of sequence")
-// if anyone changed the service in between. Only Spec.Labels change, never
-// the TaskTemplate, so a renewal restarts no task.
+// itself, as two labels of a Swarm config of its own ("berth-lease"), and
+// taken and renewed by compare-and-swap: ConfigUpdate carries the version
+// that ConfigInspect returned, and Swarm refuses it ("update out of
+// sequence") if anyone changed the config in between. A config's data is
+// immutable but its labels are not, so the config holds a constant note
+// and the lease lives in its labels. The first candidate creates the
+// config with its claim; a create is a compare-and-swap too, refused if
+// the config exists.
+//
+// Why a config and not the berth service's own labels (where the lease
+// used to be): every update of a service replaces its PreviousSpec, so
+// renewals made `docker service rollback` (and update failure_action
+// rollback) restore lease labels instead of the previous image; `docker
+// stack deploy` rewrites a service's labels, wiping the lease, which made
+// candidates wait a whole TTL plus grace before trusting a missing lease
+// and so delayed the first leader of every deployment; an operator's own
+// `docker service update` raced the renewals ("update out of sequence");
+// and every renewal was a service event that woke the Swarm source every
+// few seconds. Nobody else edits the lease config (it is not in the stack
+// file, and the CLI cannot change a config's labels), and the Swarm source
+// does not watch configs.
 //
 // It imports the Docker client, so it is one of the docker*.go adapter
 // files. The rules (who may take the lease, when) are the pure leaseDecide.
@@ -25,17 +41,23 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
 	"github.com/sirupsen/logrus"
 )
 
-// The service labels that hold the lease. A held lease has both; a
-// released one has only the expiry (the release time) and no holder; a
-// service that never had a lease, or whose labels a `docker stack deploy`
-// has just rewritten from the stack file, has neither.
+// The labels of the lease config that hold the lease. A held lease has
+// both; a released one has only the expiry (the release time) and no
+// holder; a config without them is a free lease.
 const (
 	LeaseHolderLabel  = "berth.leader"
 	LeaseExpiresLabel = "berth.lease-expires"
 )
+
+// leaseConfigData is the lease config's data, which Swarm never lets
+// change: a note for whoever finds the config in `docker config ls`.
+const leaseConfigData = "berth's leader lease: the holder and its expiry are this config's labels " +
+	"(" + LeaseHolderLabel + ", " + LeaseExpiresLabel + "), which the berth replicas update. " +
+	"Removing the config lets a standby lead before the holder notices, for a few seconds.\n"
 
 // DefaultLeaseTTL is how long a lease lasts unless renewed. A standby
 // takes over a dead holder's lease within about this (plus leaseSkewGrace),
@@ -54,63 +76,51 @@ const DefaultLeaseTTL = 15 * time.Second
 // TTL/3 + leaseSkewGrace (7 s by default), far beyond what NTP leaves.
 const leaseSkewGrace = 2 * time.Second
 
-// Lease is one replica's claim on the leadership of a Swarm service. Make
-// it with SwarmSource.Lease; the holder id must be unique per process
-// (SelfService's task ID is).
+// Lease is one replica's claim on the leadership, kept in the labels of
+// a Swarm config. Make it with SwarmSource.Lease; the holder id must be
+// unique per process (SelfService's task ID is).
 type Lease struct {
-	cli             *client.Client
-	service, holder string
-	ttl, grace      time.Duration
-	callTimeout     time.Duration
+	cli          *client.Client
+	name, holder string
+	ttl, grace   time.Duration
+	callTimeout  time.Duration
 }
 
-// Lease returns the lease on service (a name or ID) for holder. A ttl of
-// 0 means DefaultLeaseTTL.
-func (s *SwarmSource) Lease(service, holder string, ttl time.Duration) *Lease {
+// Lease returns the lease kept in the Swarm config called name (created on
+// first use) for holder. A ttl of 0 means DefaultLeaseTTL. Every replica
+// that competes must use the same name and TTL.
+func (s *SwarmSource) Lease(name, holder string, ttl time.Duration) *Lease {
 	if ttl <= 0 {
 		ttl = DefaultLeaseTTL
 	}
-	return &Lease{cli: s.cli, service: service, holder: holder, ttl: ttl, grace: leaseSkewGrace, callTimeout: s.callTimeout}
+	return &Lease{cli: s.cli, name: name, holder: holder, ttl: ttl, grace: leaseSkewGrace, callTimeout: s.callTimeout}
 }
 
-// leaseView is what a service's labels say about its lease.
+// leaseView is what the lease config's labels say.
 type leaseView struct {
-	// Present: a lease label is there (the lease is held or was
-	// released). Absent: no lease was ever taken, or a stack deploy has
-	// just rewritten the labels from the stack file while a holder may
-	// still be acting.
-	Present bool
-	Holder  string    // "" when released
-	Expires time.Time // zero when unreadable: treated as expired
+	Holder  string    // "" when released or never taken
+	Expires time.Time // zero when missing or unreadable: treated as expired
 }
 
 // leaseFromLabels reads the lease labels.
 func leaseFromLabels(labels map[string]string) leaseView {
-	raw, ok := labels[LeaseExpiresLabel]
-	v := leaseView{Present: ok || labels[LeaseHolderLabel] != "", Holder: labels[LeaseHolderLabel]}
-	if t, err := time.Parse(time.RFC3339Nano, raw); err == nil {
+	v := leaseView{Holder: labels[LeaseHolderLabel]}
+	if t, err := time.Parse(time.RFC3339Nano, labels[LeaseExpiresLabel]); err == nil {
 		v.Expires = t
 	}
 	return v
 }
 
 // leaseDecide says whether holder may write its claim at now, and if not,
-// when to look again. It may when the lease is its own, released, or
-// expired for longer than grace (the expiry is the other holder's clock).
-// Labels that are missing altogether may be a stack deploy's rewrite under
-// a live holder, who writes them back at its next renewal: a candidate
-// waits a whole TTL plus grace from when it first saw them missing
-// (absentSince), which on a fresh deployment delays the first leader by
-// that much once.
-func leaseDecide(v leaseView, holder string, now, absentSince time.Time, ttl, grace time.Duration) (take bool, retryAt time.Time) {
-	switch {
-	case !v.Present:
-		retryAt = absentSince.Add(ttl + grace)
-	case v.Holder == holder || v.Holder == "":
+// when to look again. It may when the lease is its own, released (or never
+// taken), or expired for longer than grace (the expiry is the other
+// holder's clock). A missing config is not decided here: it is created
+// with the claim, which Swarm lets only one candidate do.
+func leaseDecide(v leaseView, holder string, now time.Time, grace time.Duration) (take bool, retryAt time.Time) {
+	if v.Holder == holder || v.Holder == "" {
 		return true, now
-	default:
-		retryAt = v.Expires.Add(grace)
 	}
+	retryAt = v.Expires.Add(grace)
 	if now.After(retryAt) {
 		return true, now
 	}
@@ -130,19 +140,19 @@ func (l *Lease) margin() time.Duration { return l.ttl / 3 }
 func (l *Lease) retryEvery() time.Duration { return l.ttl / 10 }
 
 // Campaign blocks until this holder holds the lease (free, released,
-// expired, or already its own) or ctx ends. It then renews in the
-// background every TTL/3 and returns term, which is cancelled when the
-// holder must stop acting: a renewal could not confirm the lease before
-// its expiry minus TTL/3, another holder has it, or ctx ended. release
-// stops renewing and clears the holder (by CAS, only if it is still this
-// one), so that a standby takes over at once; call it on shutdown, and
-// after term ends before campaigning again. It may be called more than
-// once, and works after ctx has ended.
+// expired, already its own, or its config missing) or ctx ends. It then
+// renews in the background every TTL/3 and returns term, which is
+// cancelled when the holder must stop acting: a renewal could not confirm
+// the lease before its expiry minus TTL/3, another holder has it, or ctx
+// ended. release stops renewing and clears the holder (by CAS, only if it
+// is still this one), so that a standby takes over at once; call it on
+// shutdown, and after term ends before campaigning again. It may be
+// called more than once, and works after ctx has ended.
 func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.Context, release func(), err error) {
 	if log == nil {
 		log = logrus.NewEntry(logrus.StandardLogger())
 	}
-	log = log.WithField("holder", l.holder)
+	log = log.WithFields(logrus.Fields{"holder": l.holder, "lease": l.name})
 	expires, err := l.acquire(ctx, log)
 	if err != nil {
 		return nil, nil, err
@@ -173,32 +183,36 @@ func (l *Lease) Campaign(ctx context.Context, log *logrus.Entry) (term context.C
 
 // acquire waits until a write of this holder's claim succeeds, and
 // returns the expiry it wrote. A standby looks again when the holder's
-// lease would expire, every TTL/3 at most, and at once on any update of the
-// service (a release is one), so a released lease is taken in about the
-// time of one call.
+// lease would expire, every TTL/3 at most, and at once on any event of
+// the lease config (a release is an update), so a released lease is taken
+// in about the time of one call.
 func (l *Lease) acquire(ctx context.Context, log *logrus.Entry) (time.Time, error) {
 	watching, stop := context.WithCancel(ctx)
 	defer stop() // a holder needs no more pokes
 	updates := l.watch(watching)
-	var absentSince time.Time
 	for {
 		wait := l.renewEvery()
-		svc, err := l.inspect(ctx)
-		if err != nil {
-			log.WithError(err).Warn("lease: cannot read the service")
-		} else {
-			now := time.Now()
-			v := leaseFromLabels(svc.Spec.Labels)
-			if !v.Present {
-				if absentSince.IsZero() {
-					absentSince = now
-				}
-			} else {
-				absentSince = time.Time{}
+		cfg, err := l.inspect(ctx)
+		now := time.Now()
+		switch {
+		case errdefs.IsNotFound(err):
+			expires, err := l.create(ctx, now)
+			if err == nil {
+				return expires, nil
 			}
-			take, at := leaseDecide(v, l.holder, now, absentSince, l.ttl, l.grace)
+			if errdefs.IsConflict(err) {
+				wait = 0 // another candidate created it first: read its claim
+			} else {
+				wait = l.retryEvery()
+			}
+			log.WithError(err).Debug("lease: could not create the lease config, looking again")
+		case err != nil:
+			log.WithError(err).Warn("lease: cannot read the lease config")
+		default:
+			v := leaseFromLabels(cfg.Spec.Labels)
+			take, at := leaseDecide(v, l.holder, now, l.grace)
 			if take {
-				expires, err := l.write(ctx, svc, now)
+				expires, err := l.write(ctx, cfg, now)
 				if err == nil {
 					return expires, nil
 				}
@@ -229,10 +243,13 @@ func waitOrUpdate(ctx context.Context, wait time.Duration, updates <-chan struct
 	return nil
 }
 
-// watch pokes on every update of the service, while ctx lasts. If the
-// subscription fails it goes quiet, and acquire's timer still looks.
+// watch pokes on every event (create, update, remove) of the lease
+// config, while ctx lasts. Swarm sends config events to subscribers on
+// every manager. (The name filter matches by prefix, so a config whose
+// name starts with the lease's pokes too: a needless read, no more.) If
+// the subscription fails it goes quiet, and acquire's timer still looks.
 func (l *Lease) watch(ctx context.Context) <-chan struct{} {
-	f := filters.NewArgs(filters.Arg("type", string(events.ServiceEventType)), filters.Arg("service", l.service))
+	f := filters.NewArgs(filters.Arg("type", string(events.ConfigEventType)), filters.Arg("config", l.name))
 	msgs, errs := l.cli.Events(ctx, events.ListOptions{Filters: f})
 	poke := make(chan struct{}, 1)
 	go func() {
@@ -285,82 +302,112 @@ func (l *Lease) keep(stop context.Context, log *logrus.Entry, expires time.Time)
 
 // renew confirms the lease until now + TTL, within deadline. lost names
 // the holder when the labels show another (or a release nobody asked
-// for); labels a stack deploy removed are written back, since this holder
-// still holds the lease it last confirmed and candidates wait a whole TTL
-// after seeing none.
+// for). A lease config that someone removed is created again with this
+// holder's claim: if a candidate created it first, the create fails, and
+// the next try finds the candidate's claim and steps down.
 func (l *Lease) renew(ctx context.Context, deadline time.Time) (expires time.Time, lost string, err error) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	svc, err := l.inspect(ctx)
+	cfg, err := l.inspect(ctx)
+	if errdefs.IsNotFound(err) {
+		expires, err = l.create(ctx, time.Now())
+		return expires, "", err
+	}
 	if err != nil {
 		return time.Time{}, "", err
 	}
-	v := leaseFromLabels(svc.Spec.Labels)
-	if v.Present && v.Holder != l.holder {
+	if v := leaseFromLabels(cfg.Spec.Labels); v.Holder != l.holder {
 		return time.Time{}, cmp.Or(v.Holder, "(released)"), nil
 	}
-	expires, err = l.write(ctx, svc, time.Now())
+	expires, err = l.write(ctx, cfg, time.Now())
 	return expires, "", err
 }
 
 // clear removes this holder from the labels, leaving the release time as
-// the expiry so candidates see a released lease, not a missing one. A
-// lease that is no longer this holder's is left alone.
+// the expiry. A lease that is no longer this holder's, or whose config is
+// gone, is left alone.
 func (l *Lease) clear(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 	defer cancel()
-	for range 3 { // a concurrent update of the service costs one retry
-		svc, err := l.inspect(ctx)
+	for range 3 { // a concurrent update of the config costs one retry
+		cfg, err := l.inspect(ctx)
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		if leaseFromLabels(svc.Spec.Labels).Holder != l.holder {
+		if leaseFromLabels(cfg.Spec.Labels).Holder != l.holder {
 			return nil
 		}
-		labels := maps.Clone(svc.Spec.Labels)
+		labels := maps.Clone(cfg.Spec.Labels)
 		delete(labels, LeaseHolderLabel)
 		labels[LeaseExpiresLabel] = time.Now().UTC().Format(time.RFC3339Nano)
-		if err = l.update(ctx, svc, labels); err == nil {
+		if err = l.update(ctx, cfg, labels); err == nil {
 			return nil
 		}
 	}
-	return fmt.Errorf("release lease on service %s: concurrent updates", l.service)
+	return fmt.Errorf("release lease config %s: concurrent updates", l.name)
 }
 
-// write claims the lease for holder until now + TTL by CAS on svc's version.
-func (l *Lease) write(ctx context.Context, svc swarm.Service, now time.Time) (time.Time, error) {
-	expires := now.Add(l.ttl)
-	labels := maps.Clone(svc.Spec.Labels)
+// claim is the labels of this holder's claim until expires, over labels.
+func (l *Lease) claim(labels map[string]string, expires time.Time) map[string]string {
+	labels = maps.Clone(labels)
 	if labels == nil {
 		labels = map[string]string{}
 	}
 	labels[LeaseHolderLabel] = l.holder
 	labels[LeaseExpiresLabel] = expires.UTC().Format(time.RFC3339Nano)
-	return expires, l.update(ctx, svc, labels)
+	return labels
 }
 
-// update writes labels into svc's spec, and nothing else, if svc's version
-// is still the service's. The TaskTemplate goes back unchanged, so Swarm
-// restarts no task.
-func (l *Lease) update(ctx context.Context, svc swarm.Service, labels map[string]string) error {
-	spec := svc.Spec
+// write claims the lease for holder until now + TTL by CAS on cfg's version.
+func (l *Lease) write(ctx context.Context, cfg swarm.Config, now time.Time) (time.Time, error) {
+	expires := now.Add(l.ttl)
+	return expires, l.update(ctx, cfg, l.claim(cfg.Spec.Labels, expires))
+}
+
+// create makes the lease config with this holder's claim until now + TTL.
+// It fails (errdefs.IsConflict) if the config exists: a candidate that
+// created it first holds the lease.
+func (l *Lease) create(ctx context.Context, now time.Time) (time.Time, error) {
+	expires := now.Add(l.ttl)
+	spec := swarm.ConfigSpec{
+		Annotations: swarm.Annotations{Name: l.name, Labels: l.claim(nil, expires)},
+		Data:        []byte(leaseConfigData),
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.callTimeout)
+	defer cancel()
+	if _, err := l.cli.ConfigCreate(ctx, spec); err != nil {
+		return time.Time{}, fmt.Errorf("create lease config %s: %w", l.name, err)
+	}
+	return expires, nil
+}
+
+// update writes labels into cfg's spec if cfg's version is still the
+// config's. The rest of the spec goes back as read: Swarm refuses any
+// change but to the labels. A stale version is refused with "update out
+// of sequence", an HTTP 500 on engine 20.10, not a conflict.
+func (l *Lease) update(ctx context.Context, cfg swarm.Config, labels map[string]string) error {
+	spec := cfg.Spec
 	spec.Labels = labels
 	ctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 	defer cancel()
-	if _, err := l.cli.ServiceUpdate(ctx, svc.ID, svc.Version, spec, swarm.ServiceUpdateOptions{}); err != nil {
-		return fmt.Errorf("update labels of service %s (version %d): %w", l.service, svc.Version.Index, err)
+	if err := l.cli.ConfigUpdate(ctx, cfg.ID, cfg.Version, spec); err != nil {
+		return fmt.Errorf("update labels of lease config %s (version %d): %w", l.name, cfg.Version.Index, err)
 	}
 	return nil
 }
 
-func (l *Lease) inspect(ctx context.Context) (swarm.Service, error) {
+// inspect reads the lease config; a missing one is errdefs.IsNotFound.
+func (l *Lease) inspect(ctx context.Context) (swarm.Config, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.callTimeout)
 	defer cancel()
-	svc, _, err := l.cli.ServiceInspectWithRaw(ctx, l.service, swarm.ServiceInspectOptions{})
+	cfg, _, err := l.cli.ConfigInspectWithRaw(ctx, l.name)
 	if err != nil {
-		return swarm.Service{}, fmt.Errorf("inspect service %s: %w", l.service, err)
+		return swarm.Config{}, fmt.Errorf("inspect lease config %s: %w", l.name, err)
 	}
-	return svc, nil
+	return cfg, nil
 }
 
 // SelfService finds the Swarm service and task this process runs as, by

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -15,21 +16,32 @@ import (
 
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
 	"github.com/sirupsen/logrus"
 
 	"github.com/berthproxy/berth/internal/testenv"
 )
 
-// updateService runs `docker service update --detach ARGS` on node,
-// again when it loses a race with a renewal ("update out of sequence"):
-// the CLI's own read-modify-write is a CAS too.
-func updateService(t *testing.T, sw *testenv.Swarm, node int, args ...string) {
+// setLeaseLabels changes the labels of the config called name as someone
+// other than a Lease would (the CLI cannot): read, change, and
+// ConfigUpdate with the version read, again when a renewal got in between
+// ("update out of sequence").
+func setLeaseLabels(t *testing.T, cli *client.Client, name string, change func(labels map[string]string)) {
 	t.Helper()
+	ctx := context.Background()
 	var err error
 	for range 10 {
-		var out string
-		out, err = sw.TryDocker(node, append([]string{"service", "update", "--detach"}, args...)...)
-		if err == nil || !strings.Contains(err.Error()+out, "out of sequence") {
+		var cfg swarm.Config
+		if cfg, _, err = cli.ConfigInspectWithRaw(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		spec := cfg.Spec
+		spec.Labels = maps.Clone(cfg.Spec.Labels)
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		change(spec.Labels)
+		if err = cli.ConfigUpdate(ctx, cfg.ID, cfg.Version, spec); err == nil || !strings.Contains(err.Error(), "out of sequence") {
 			break
 		}
 	}
@@ -103,21 +115,27 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	const ttl = 3 * time.Second
 	backend := testenv.BackendImage(t)
 	sw.Load(t, backend)
-	const name = "berth-lease"
+	// A service standing for berth's own: the lease must leave its spec
+	// (and so what `docker service rollback` restores) and its tasks alone.
+	const service = "berth"
 	// No health check: the image's (1 s interval, 1 s timeout, 1 retry)
 	// fails now and then on a loaded machine, and Swarm then replaces the
 	// task, which would read as a restart caused by the lease.
-	sw.Docker(t, 0, "service", "create", "--detach", "--name", name, "--replicas", "2",
+	sw.Docker(t, 0, "service", "create", "--detach", "--name", service, "--replicas", "2",
 		"--endpoint-mode", "dnsrr", "--no-healthcheck", backend)
-	svcID := sw.Docker(t, 0, "service", "inspect", "--format", "{{.ID}}", name)
+	svcID := sw.Docker(t, 0, "service", "inspect", "--format", "{{.ID}}", service)
 	tasks := func() string {
-		return sw.Docker(t, 0, "service", "ps", "-q", "--no-trunc", name)
+		return sw.Docker(t, 0, "service", "ps", "-q", "--no-trunc", service)
+	}
+	serviceSpec := func() string {
+		return sw.Docker(t, 0, "service", "inspect", "--format",
+			"version {{.Version.Index}} labels {{json .Spec.Labels}} previous {{json .PreviousSpec}}", service)
 	}
 	eventually(t, 90*time.Second, "2 running tasks", func() (bool, string) {
-		out := sw.Docker(t, 0, "service", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", name)
+		out := sw.Docker(t, 0, "service", "ps", "--filter", "desired-state=running", "--format", "{{.CurrentState}}", service)
 		return strings.Count(out, "Running") == 2, out
 	})
-	tasksBefore := tasks()
+	tasksBefore, specBefore := tasks(), serviceSpec()
 	ctx := context.Background()
 
 	// SelfService, from inside a task: a task's container's hostname is
@@ -139,44 +157,70 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 		break
 	}
 	if !found {
-		t.Errorf("no container of %s on any node", name)
+		t.Errorf("no container of %s on any node", service)
 	}
 	if _, _, err := selfService(ctx, clis[0], "no-such-container", dockerCallTimeout); err == nil || !strings.Contains(err.Error(), "no-such-container") {
 		t.Errorf("selfService of an unknown hostname: %v, want an error naming it", err)
 	}
 
 	log := bufferedLog(t)
-	labels := func() map[string]string {
-		svc, _, err := clis[0].ServiceInspectWithRaw(ctx, svcID, swarm.ServiceInspectOptions{})
+	inspect := func(name string) swarm.Config {
+		t.Helper()
+		cfg, _, err := clis[0].ConfigInspectWithRaw(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return svc.Spec.Labels
+		return cfg
 	}
-	// Released, so that the first campaign need not wait the TTL plus
-	// grace that labels missing altogether ask for.
-	updateService(t, sw, 0, "--label-add", LeaseExpiresLabel+"="+time.Now().UTC().Format(time.RFC3339Nano), name)
 
-	// The CAS itself: a write based on a read that another update has
-	// overtaken is refused.
-	stale, _, err := clis[0].ServiceInspectWithRaw(ctx, svcID, swarm.ServiceInspectOptions{})
+	// The CAS itself, on a lease config of its own (whose name is not a
+	// prefix of the real one's, whose candidates it would poke): only one
+	// create of the config succeeds, a write based on a read that another
+	// update has overtaken is refused, and Swarm lets only the labels of
+	// a config change.
+	const scratch = "cas-check"
+	racer := newSwarmSource(clis[2]).Lease(scratch, "racer", ttl)
+	if _, err := racer.create(ctx, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newSwarmSource(clis[1]).Lease(scratch, "second", ttl).create(ctx, time.Now()); !errdefs.IsConflict(err) ||
+		inspect(scratch).Spec.Labels[LeaseHolderLabel] != "racer" {
+		t.Fatalf("a second create of the lease config: %v (holder %q), want a conflict and racer's claim",
+			err, inspect(scratch).Spec.Labels[LeaseHolderLabel])
+	}
+	stale, err := racer.inspect(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	updateService(t, sw, 1, "--label-add", "other=change", name)
-	racer := newSwarmSource(clis[2]).Lease(svcID, "racer", ttl)
-	if _, err := racer.write(ctx, stale, time.Now()); err == nil || labels()[LeaseHolderLabel] == "racer" {
-		t.Fatalf("a claim written from a stale read of the service was accepted (err %v): no compare-and-swap", err)
+	setLeaseLabels(t, clis[1], scratch, func(l map[string]string) { l[LeaseHolderLabel] = "other" })
+	if _, err := racer.write(ctx, stale, time.Now()); err == nil || inspect(scratch).Spec.Labels[LeaseHolderLabel] != "other" {
+		t.Fatalf("a claim written from a stale read of the lease config was accepted (err %v): no compare-and-swap", err)
 	} else {
 		t.Logf("a claim from a stale read is refused: %v", err)
 	}
+	cfg := inspect(scratch)
+	changed := cfg.Spec
+	changed.Data = []byte("changed")
+	if err := clis[0].ConfigUpdate(ctx, cfg.ID, cfg.Version, changed); err == nil {
+		t.Errorf("Swarm let the data of a config change")
+	}
+	if got := string(inspect(scratch).Spec.Data); got != leaseConfigData {
+		t.Errorf("lease config data after label updates: %q, want %q", got, leaseConfigData)
+	}
+	if err := clis[0].ConfigRemove(ctx, cfg.ID); err != nil {
+		t.Fatal(err)
+	}
 
-	// Four candidates on three managers start at once: exactly one wins,
-	// the CAS turning the others' writes away, and its renewals keep the
-	// others out for two TTLs.
+	// Four candidates on three managers start at once, before the lease
+	// config exists: exactly one creates it and wins, at once, Swarm
+	// turning the others' creates away; its renewals keep the others out
+	// for two TTLs.
+	const name = "berth-lease"
+	labels := func() map[string]string { return inspect(name).Spec.Labels }
 	var cands []*candidate
+	started := time.Now()
 	for i, h := range []string{"A", "B", "C", "D"} {
-		cands = append(cands, campaign(newSwarmSource(clis[i%len(clis)]).Lease(svcID, h, ttl), log))
+		cands = append(cands, campaign(newSwarmSource(clis[i%len(clis)]).Lease(name, h, ttl), log))
 	}
 	all := slices.Clone(cands)
 	t.Cleanup(func() {
@@ -186,21 +230,29 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	})
 	won := winners(cands, 2*time.Second)
 	if len(won) != 1 || won[0].err != nil {
-		t.Fatalf("4 candidates on a released lease: winners %+v, want exactly one", won)
+		t.Fatalf("4 candidates on a missing lease config: winners %+v, want exactly one", won)
 	}
 	first := won[0]
+	t.Logf("4 candidates on a missing lease config: %s held the lease %s after they started", first.holder,
+		first.at.Sub(started).Round(time.Millisecond))
 	if more := winners(without(cands, first.holder), 2*ttl); len(more) != 0 {
 		t.Fatalf("%s won while %s renews: %+v", more[0].holder, first.holder, more)
 	}
 	if got := labels()[LeaseHolderLabel]; got != first.holder {
 		t.Errorf("leader label %q, want %q", got, first.holder)
 	}
+	if got := string(inspect(name).Spec.Data); got != leaseConfigData {
+		t.Errorf("lease config data %q, want %q", got, leaseConfigData)
+	}
 	if first.term.Err() != nil {
 		t.Errorf("%s's term ended while it renews", first.holder)
 	}
 	cands = without(cands, first.holder)
 
-	// The holder releases: one of the others takes over at once.
+	// The holder releases: one of the others takes over within a poll
+	// (TTL/3 here); that the release's event wakes a candidate at once,
+	// without waiting for its poll, is checked below with a candidate
+	// that polls rarely.
 	released := time.Now()
 	first.release()
 	if first.term.Err() == nil {
@@ -211,11 +263,19 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 		t.Fatalf("after a release: winners %+v, want exactly one", won)
 	}
 	second := won[0]
-	t.Logf("after %s's release, %s held the lease %s later", first.holder, second.holder, second.at.Sub(released).Round(time.Millisecond))
+	took := second.at.Sub(released)
+	t.Logf("after %s's release, %s held the lease %s later", first.holder, second.holder, took.Round(time.Millisecond))
+	if poll := ttl / 3; took > poll+500*time.Millisecond {
+		t.Errorf("%s took %s to take over a released lease, more than its %s poll", second.holder, took, poll)
+	}
 	cands = without(cands, second.holder)
 
-	// The holder stops renewing without a release (its process dies):
-	// its term ends at once, and another takes over after the TTL.
+	// The holder stops renewing without a release (its process dies): its
+	// term ends at once, and another takes over once the last expiry it
+	// wrote plus the grace has passed. That expiry is a TTL after a
+	// renewal at most a TTL/3 (and the time of one renewal's calls)
+	// before it stopped; without the grace, the takeover would come at
+	// least half a second earlier than this allows.
 	stopped := time.Now()
 	second.cancel()
 	select {
@@ -223,37 +283,25 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	case <-time.After(time.Second):
 		t.Errorf("%s's term still on after its context ended", second.holder)
 	}
-	won = winners(cands, ttl+leaseSkewGrace+2*time.Second)
+	won = winners(cands, ttl+leaseSkewGrace+time.Second)
 	if len(won) != 1 || won[0].err != nil {
 		t.Fatalf("after %s stopped renewing: winners %+v, want exactly one", second.holder, won)
 	}
 	third := won[0]
-	took := third.at.Sub(stopped)
+	took = third.at.Sub(stopped)
 	t.Logf("after %s stopped renewing, %s held the lease %s later", second.holder, third.holder, took.Round(time.Millisecond))
-	if took < leaseSkewGrace {
-		t.Errorf("%s took over %s after %s stopped, before the lease could have expired", third.holder, took, second.holder)
+	if earliest := ttl + leaseSkewGrace - ttl/3 - 500*time.Millisecond; took < earliest {
+		t.Errorf("%s took over %s after %s stopped, before its lease could have expired plus the grace (%s)", third.holder, took, second.holder, earliest)
 	}
 	cands = without(cands, third.holder)
 	last := cands[0]
 
-	// A stack deploy rewrites the labels from the stack file: the holder
-	// writes its claim back, and the last candidate does not take over.
-	updateService(t, sw, 1, "--label-rm", LeaseHolderLabel, "--label-rm", LeaseExpiresLabel, name)
-	eventually(t, ttl, "the holder writes its wiped claim back", func() (bool, string) {
-		l := labels()
-		return l[LeaseHolderLabel] == third.holder, fmt.Sprint(l)
-	})
-	if won = winners([]*candidate{last}, ttl+leaseSkewGrace+time.Second); len(won) != 0 {
-		t.Fatalf("%s took the lease that %s holds, after its labels were wiped: %+v", last.holder, third.holder, won)
-	}
-	if third.term.Err() != nil {
-		t.Errorf("%s's term ended after a wipe of its labels", third.holder)
-	}
-
 	// Someone else writes itself in: the holder's term ends at its next
 	// renewal, and its release leaves the other's labels alone.
 	far := time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)
-	updateService(t, sw, 2, "--label-add", LeaseHolderLabel+"=intruder", "--label-add", LeaseExpiresLabel+"="+far, name)
+	setLeaseLabels(t, clis[2], name, func(l map[string]string) {
+		l[LeaseHolderLabel], l[LeaseExpiresLabel] = "intruder", far
+	})
 	eventually(t, ttl, "the holder's term ends when another holds the lease", func() (bool, string) {
 		return third.term.Err() != nil, "term on"
 	})
@@ -261,17 +309,74 @@ func testLeaseOnSwarm(t *testing.T, sw *testenv.Swarm, clis []*client.Client) {
 	if l := labels(); l[LeaseHolderLabel] != "intruder" || l[LeaseExpiresLabel] != far {
 		t.Errorf("after the release of a lost lease, labels %v; want the intruder's", l)
 	}
-	last.cancel()
-	if r := <-last.done; !errors.Is(r.err, context.Canceled) {
+	quitter := campaign(newSwarmSource(clis[0]).Lease(name, "quitter", ttl), log)
+	all = append(all, quitter)
+	quitter.cancel()
+	if r := <-quitter.done; !errors.Is(r.err, context.Canceled) {
 		t.Errorf("a campaign whose context ends: %v, want context.Canceled", r.err)
 	}
 
+	// The lease config is removed (by hand): a candidate, woken by the
+	// removal, creates it again with its claim, however long the last
+	// holder's expiry.
+	removed := time.Now()
+	if err := clis[1].ConfigRemove(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	won = winners([]*candidate{last}, 2*time.Second)
+	if len(won) != 1 || won[0].err != nil {
+		t.Fatalf("after the lease config was removed: winners %+v, want %s", won, last.holder)
+	}
+	t.Logf("after the lease config was removed, %s held the lease %s later", last.holder, won[0].at.Sub(removed).Round(time.Millisecond))
+	if l := labels(); l[LeaseHolderLabel] != last.holder {
+		t.Errorf("after the lease config was removed and %s won, labels %v", last.holder, l)
+	}
+	// Removed under a holder with no candidate about: the holder's next
+	// renewal creates it again, and its term goes on.
+	if err := clis[1].ConfigRemove(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ttl, "the holder creates the removed lease config again", func() (bool, string) {
+		cfg, _, err := clis[0].ConfigInspectWithRaw(ctx, name)
+		return err == nil && cfg.Spec.Labels[LeaseHolderLabel] == last.holder, fmt.Sprint(cfg.Spec.Labels, err)
+	})
+	if won[0].term.Err() != nil {
+		t.Errorf("%s's term ended after it created the removed lease config again", last.holder)
+	}
+	won[0].release()
+
+	// A candidate with a TTL of a minute looks again at most every 20 s,
+	// and at once on any event of the lease config: it takes a lease
+	// released by someone else, with the expiry an hour off, in about the
+	// time of one call.
+	setLeaseLabels(t, clis[2], name, func(l map[string]string) {
+		l[LeaseHolderLabel], l[LeaseExpiresLabel] = "keeper", far
+	})
+	watcher := campaign(newSwarmSource(clis[1]).Lease(name, "watcher", time.Minute), log)
+	all = append(all, watcher)
+	if won = winners([]*candidate{watcher}, time.Second); len(won) != 0 {
+		t.Fatalf("watcher took keeper's lease: %+v", won)
+	}
+	released = time.Now()
+	setLeaseLabels(t, clis[2], name, func(l map[string]string) {
+		delete(l, LeaseHolderLabel)
+		l[LeaseExpiresLabel] = time.Now().UTC().Format(time.RFC3339Nano)
+	})
+	won = winners([]*candidate{watcher}, 2*time.Second)
+	if len(won) != 1 || won[0].err != nil {
+		t.Fatalf("a candidate that polls every 20 s, after a release: winners %+v, want it, woken by the release's event", won)
+	}
+	t.Logf("after keeper's release, watcher (polling every 20 s) held the lease %s later", won[0].at.Sub(released).Round(time.Millisecond))
+	won[0].release()
+
+	// All those renewals left the service alone: the same spec version (so
+	// the same PreviousSpec for a rollback) and the same tasks.
+	if after := serviceSpec(); after != specBefore {
+		t.Errorf("the lease changed the service: before\n%s\nafter\n%s", specBefore, after)
+	}
 	if after := tasks(); after != tasksBefore {
 		t.Errorf("the lease restarted tasks: before\n%s\nafter\n%s\n%s", tasksBefore, after, sw.Docker(t, 0, "service", "ps",
-			"--no-trunc", "--format", "{{.ID}} {{.Name}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}", name))
-	} else {
-		t.Logf("tasks unchanged after the lease's updates:\n%s", tasksBefore)
+			"--no-trunc", "--format", "{{.ID}} {{.Name}} desired={{.DesiredState}} {{.CurrentState}} {{.Error}}", service))
 	}
-	prev := sw.Docker(t, 0, "service", "inspect", "--format", "{{json .PreviousSpec.Labels}}", name)
-	t.Logf("PreviousSpec labels after renewals (what `docker service rollback` would restore): %s", prev)
+	t.Logf("service after the lease's renewals: %s", specBefore)
 }

@@ -230,9 +230,11 @@ func (t *termCerts) CertStatus(now time.Time) status.CertPart {
 	return m.CertStatus(now)
 }
 
-// swarmLeaseAndStore builds the lease on this berth's own service (found
-// from its own container, so the stack needs no setting) and the Swarm
-// store of certificates sealed under BERTH_SWARM_STORE_KEY_FILE.
+// swarmLeaseAndStore builds the lease, kept in the Swarm config berth-lease
+// (created by the first replica that campaigns; one berth stack per Swarm,
+// as with swarmStoreNamespace) with this replica's task ID as the holder
+// (found from its own container, so the stack needs no setting), and the
+// Swarm store of certificates sealed under BERTH_SWARM_STORE_KEY_FILE.
 func swarmLeaseAndStore(ctx context.Context, s settings, src *controller.SwarmSource, log *logrus.Entry) (leaseHolder, clusterStore, error) {
 	service, task, err := src.SelfService(ctx)
 	if err != nil {
@@ -246,10 +248,11 @@ func swarmLeaseAndStore(ctx context.Context, s settings, src *controller.SwarmSo
 	if len(bytes.TrimSpace(key)) == 0 {
 		return nil, nil, fmt.Errorf("the store key %s is empty", s.SwarmStoreKeyFile)
 	}
-	log.WithFields(logrus.Fields{"service": service, "task": task}).Info("campaigning for the lease on this berth's service")
+	const leaseName = "berth-lease"
+	log.WithFields(logrus.Fields{"service": service, "task": task, "lease": leaseName}).Info("campaigning for the lease")
 	store := src.ClusterStore(swarmStoreNamespace, key, map[string]string{"certs": s.CertsDir, "state": s.StateDir})
 	store.Log = log.WithField("component", "store")
-	return src.Lease(service, task, 0), store, nil
+	return src.Lease(leaseName, task, 0), store, nil
 }
 
 // swarmStoreNamespace prefixes the configs of the certificate store. One
