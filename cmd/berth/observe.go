@@ -64,6 +64,10 @@ func listenSocket(stateDir string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Never unlink the path on close: the state dir can be a volume that
+	// a successor shares (a Swarm agent updated start-first), whose socket
+	// is at this path by then; the next start removes a stale one above.
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
 	if err := os.Chmod(path, 0o600); err != nil {
 		l.Close()
 		return nil, err

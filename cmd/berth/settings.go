@@ -162,6 +162,9 @@ func parseSettingsWith(cmd string, args []string, stderr io.Writer, extra func(*
 	default:
 		return s, fmt.Errorf("BERTH_SNIPPETS %q: want on or off", snippets)
 	}
+	if s.Swarm && s.Defaults.ConnectTimeout == "" {
+		s.Defaults.ConnectTimeout = swarmConnectTimeout
+	}
 	if s.Defaults, err = s.Defaults.Validate(); err != nil {
 		return s, err
 	}
@@ -214,6 +217,15 @@ func parseResolvers(v string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// swarmConnectTimeout is BERTH_PROXY_CONNECT_TIMEOUT's default on a Swarm.
+// A task on a node that died stays in the upstreams until Swarm marks the
+// node down and berth pushes (15-20 s), and a connection to its overlay
+// address is not refused but unanswered: with nginx's own 60 s every
+// request nginx sends there hangs. A second is ample to connect across a
+// cluster's network; then nginx tries the next replica and avoids the dead
+// one for fail_timeout (10 s).
+const swarmConnectTimeout = "1s"
 
 // acmeEnabled is false when BERTH_ACME_CA=off: no certificates at all.
 func (s settings) acmeEnabled() bool { return s.ACMECA != "off" }

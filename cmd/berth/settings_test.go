@@ -118,6 +118,13 @@ func TestSwarmSettingsAreReadAndChecked(t *testing.T) {
 	if !s.Swarm || s.AgentPort != 9200 || s.AgentSecretFile != "/s/agent" || s.SwarmStoreKeyFile != "/run/secrets/berth-store-key" {
 		t.Fatalf("swarm settings %+v", s)
 	}
+	if s.Defaults.ConnectTimeout != "1s" {
+		t.Fatalf("connect timeout on a Swarm: %q; want 1s, so a dead node's task does not hang requests", s.Defaults.ConnectTimeout)
+	}
+	t.Setenv("BERTH_PROXY_CONNECT_TIMEOUT", "5s")
+	if s, _ := parseSettings("run", nil, io.Discard); s.Defaults.ConnectTimeout != "5s" {
+		t.Fatalf("a connect timeout set on a Swarm: %q; want the setting", s.Defaults.ConnectTimeout)
+	}
 	for env, val := range map[string]string{"BERTH_SWARM": "yes", "BERTH_SWARM_AGENT_PORT": "70000"} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, val)

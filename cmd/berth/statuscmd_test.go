@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -67,4 +68,35 @@ func TestStatusWhyAndHealthAskTheDaemonThroughItsSocket(t *testing.T) {
 			t.Fatalf("health with no daemon: exit %d, %q", code, stderr)
 		}
 	}
+}
+
+// A successor sharing the state dir (a Swarm agent updated start-first)
+// binds the socket path while its predecessor still runs; the
+// predecessor's exit must not take the successor's socket with it.
+func TestAPredecessorsExitLeavesTheSuccessorsSocket(t *testing.T) {
+	dir := t.TempDir()
+	old, err := listenSocket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	successor, err := listenSocket(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer successor.Close()
+	go func() {
+		for {
+			c, err := successor.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	old.Close()
+	c, err := net.Dial("unix", socketPath(dir))
+	if err != nil {
+		t.Fatalf("the successor's socket is gone after its predecessor closed: %v", err)
+	}
+	c.Close()
 }
