@@ -5,7 +5,9 @@ package e2e
 // berth on two managers with a lease), labelled services served through
 // the nginx of every node, one certificate from Pebble served identically
 // everywhere and ordered once, the acting berth's node killed, a node
-// leaving, and how fast a new service is served everywhere.
+// leaving, nginx and agent tasks replaced, and how fast a new service is
+// served everywhere. Requests run through every node during scaling, the
+// rolling update, the kill and the leave: none may fail.
 //
 // One Swarm serves the whole suite (starting one takes about a minute), so
 // the cases are ordered subtests of TestSwarm; a case skips when an
@@ -62,9 +64,6 @@ func TestSwarm(t *testing.T) {
 		ok     = true
 		serial *big.Int // the certificate of secureHost served everywhere
 		orders int      // Pebble's orders after that certificate
-		// The requests that failed while the acting berth's node was
-		// killed and while a node left.
-		failover, leftFailures []string
 	)
 	run := func(name string, f func(t *testing.T)) {
 		if !ok {
@@ -115,7 +114,7 @@ func TestSwarm(t *testing.T) {
 			testenv.Eventually(t, swarmConverge, func() error { return w.onlyVersion(i, appHost, "v2", 3) })
 		}
 		t.Logf("rolling update: every node served only the 3 updated replicas %v after docker service update", since(updated))
-		p.finish(t, true)
+		p.finish(t)
 	})
 
 	run("c_CertificateServedIdenticallyEverywhereOrderedOnce", func(t *testing.T) {
@@ -226,15 +225,9 @@ func TestSwarm(t *testing.T) {
 		t.Logf("every survivor served %s from live replicas only %v after the kill", appHost, since(killed))
 		testenv.Eventually(t, swarmConverge, func() error { return w.unchanged(survivors, ca, orders, serial, roots) })
 		consistently(t, 10*time.Second, func() error { return w.unchanged(survivors, ca, orders, serial, roots) })
-		failover = p.finish(t, false)
-	})
-	t.Run("d2_NoRequestFailsDuringTheFailover", func(t *testing.T) {
-		if !ok {
-			t.Skip("case d did not pass")
-		}
-		knownBug(t, "while the killed node's replica is still in the upstreams (until the new leader pushes, about 20 s), "+
-			"the requests nginx sends to it hang: no proxy_connect_timeout is rendered by default (nginx waits 60 s), "+
-			"so a client with a 2 s timeout fails", failover)
+		// Fixed on main in 95bb106 (proxy_connect_timeout 1s): requests
+		// to the dead node's replica hung until the new leader pushed.
+		p.finish(t)
 	})
 
 	run("e_ANodeThatLeavesDropsOutOfTheUpstreams", func(t *testing.T) {
@@ -300,14 +293,7 @@ func TestSwarm(t *testing.T) {
 			testenv.Eventually(t, swarmConverge, func() error { return w.steady(n, appHost, "app", 20) })
 		}
 		t.Logf("FIGURE the replica of the node that left dropped out of the upstreams of %d nodes %v after it left", len(staying), since(left))
-		leftFailures = p.finish(t, false)
-	})
-	t.Run("e2_NoRequestFailsWhileANodeLeaves", func(t *testing.T) {
-		if !ok {
-			t.Skip("case e did not pass")
-		}
-		knownBug(t, "until the replica of the node that left is out of the upstreams (a few seconds), the requests nginx sends "+
-			"to it hang (no proxy_connect_timeout by default), so a client with a 2 s timeout fails", leftFailures)
+		p.finish(t)
 	})
 
 	// Swarm replaces the nginx and agent tasks of a node now and then (an
@@ -364,9 +350,11 @@ func TestSwarm(t *testing.T) {
 				problems = append(problems, fmt.Sprintf("berth health in the new agent on %s: %v %s", w.sw.Nodes[n].Name, err, out))
 			}
 		}
-		knownBug(t, "the agent's health socket is in BERTH_STATE_DIR, a volume the agent tasks of a node share: an agent that "+
-			"stops unlinks the socket of the agent that replaced it (a Go unix listener removes its path on Close), so the new "+
-			"agent's `berth health` fails; Swarm then keeps it Starting (the manager pushes nothing to it) or replaces it", problems)
+		// Fixed on main in cb89380: the agent that stopped unlinked the
+		// health socket of its successor on the shared state volume.
+		if len(problems) > 0 {
+			t.Error(strings.Join(problems, "\n"))
+		}
 	})
 	t.Logf("Swarm suite: %v", since(start))
 }
@@ -413,22 +401,6 @@ func (w *swarmSuite) standbyProblems(t *testing.T) []string {
 		}
 	}
 	return problems
-}
-
-// knownBug is for a check that fails because of a product bug that is
-// known and reported: it skips the test with the bug and what was seen,
-// unless BERTH_E2E_KNOWN_BUGS=1, which makes it fail. When the check
-// passes it says the marker can go.
-func knownBug(t *testing.T, bug string, problems []string) {
-	t.Helper()
-	switch {
-	case len(problems) == 0:
-		t.Logf("passes: the known bug %q looks fixed, remove its knownBug marker", bug)
-	case os.Getenv("BERTH_E2E_KNOWN_BUGS") == "1":
-		t.Errorf("%s:\n%s", bug, strings.Join(problems, "\n"))
-	default:
-		t.Skipf("KNOWN PRODUCT BUG, skipped (BERTH_E2E_KNOWN_BUGS=1 makes it fail): %s:\n%s", bug, strings.Join(problems, "\n"))
-	}
 }
 
 // termLines are the lines of berth's log that tell what a term did with
@@ -611,24 +583,17 @@ func (w *swarmSuite) probe(nodes []int, host, service string) *swarmProber {
 	return p
 }
 
-// finish stops the prober. With strict, any failed request fails the
-// test; otherwise the failures are logged as a figure.
-func (p *swarmProber) finish(t *testing.T, strict bool) []string {
+// finish stops the prober and fails the test if any request failed,
+// showing the first few failures and the last one (the window).
+func (p *swarmProber) finish(t *testing.T) {
 	t.Helper()
 	close(p.stop)
 	p.wg.Wait()
 	if len(p.bad) == 0 {
 		t.Logf("FIGURE %d requests during the change, all served", p.reqs)
-		return nil
+		return
 	}
-	// The first few, and the last one: the window in which requests failed.
 	failures := append([]string{fmt.Sprintf("%d of %d requests during the change failed, first ones:", len(p.bad), p.reqs)},
 		p.bad[:min(len(p.bad), 8)]...)
-	failures = append(failures, "… the last one: "+p.bad[len(p.bad)-1])
-	if strict {
-		t.Error(strings.Join(failures, "\n"))
-	} else {
-		t.Log("FIGURE " + strings.Join(failures, "\n"))
-	}
-	return failures
+	t.Error(strings.Join(append(failures, "… the last one: "+p.bad[len(p.bad)-1]), "\n"))
 }
