@@ -412,6 +412,27 @@ func (w *swarmSuite) leader() (string, int, error) {
 	return "", -1, fmt.Errorf("%s=%q names none of the running berth tasks %+v", swarmLeaderLabel, label, tasks)
 }
 
+// runningSince returns when the one task of service that Swarm wants
+// running last changed state (to running, once it runs).
+func (w *swarmSuite) runningSince(service string) (time.Time, error) {
+	tasks, err := w.tasks(service)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(tasks) != 1 {
+		return time.Time{}, fmt.Errorf("%s has %d running tasks, want 1", service, len(tasks))
+	}
+	out, err := w.docker("inspect", "--type", "task", "--format", "{{.Status.Timestamp.UnixNano}}", tasks[0].id)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var ns int64
+	if _, err := fmt.Sscan(out, &ns); err != nil {
+		return time.Time{}, fmt.Errorf("timestamp of task %s: %q", tasks[0].id, out)
+	}
+	return time.Unix(0, ns), nil
+}
+
 // nodeContainer returns the ID of the container of service's task on node.
 func (w *swarmSuite) nodeContainer(node int, service string) (string, error) {
 	out, err := w.dockerOn(node, "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service)
