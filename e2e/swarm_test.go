@@ -179,6 +179,50 @@ func TestSwarm(t *testing.T) {
 
 	// Not a prerequisite of the others. By now the stack has run for
 	// minutes: neither berth replica should have been replaced.
+	run("r_ANodeWhoseNginxRejectsAHostKeepsServingTheRest", func(t *testing.T) {
+		// A file of the user's on one node only, defining the upstream
+		// berth will render for rejectHost: that node's nginx -t refuses
+		// berth's file for the host (nginx names the user's file, so the
+		// agent has to find berth's by bisection), the other nodes take it.
+		const rejectHost, fineHost = "reject.swarm.test", "fine.swarm.test"
+		x := all[0]
+		nginx, err := w.nodeContainer(x, swarmNginx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.pipe(x, "upstream berth-"+rejectHost+"-0 { server 127.0.0.1:9; }\n",
+			"docker", "exec", "-i", nginx, "sh", "-c", "cat > /etc/nginx/conf.d/zz-user.conf")
+		t.Cleanup(func() { _, _ = w.dockerOn(x, "exec", nginx, "rm", "-f", "/etc/nginx/conf.d/zz-user.conf") })
+		w.createService("reject", rejectHost, 1)
+		w.createService("fine", fineHost, 1)
+		others := slices.DeleteFunc(slices.Clone(all), func(i int) bool { return i == x })
+		testenv.Eventually(t, swarmConverge, func() error { return w.servedEverywhere(others, rejectHost, "reject") })
+		testenv.Eventually(t, swarmConverge, func() error { return w.servedEverywhere(all, fineHost, "fine") })
+		if err := w.servedEverywhere(all, appHost, "app"); err != nil {
+			t.Fatalf("a host that did not change: %v", err)
+		}
+		r, err := w.get(x, rejectHost, "/")
+		if err != nil || r.status != http.StatusServiceUnavailable {
+			t.Fatalf("GET http://%s/ through %s, whose nginx rejects its file: %v %v; want 503 (no site: the node keeps its last good config)", rejectHost, w.sw.Nodes[x].Name, r, err)
+		}
+		conf, err := w.renderedConfig(x)
+		if err != nil || strings.Contains(conf, "server_name "+rejectHost) || !strings.Contains(conf, fineHost) {
+			t.Fatalf("%s's berth files: want %s held back and %s there (%v):\n%s", w.sw.Nodes[x].Name, rejectHost, fineHost, err, conf)
+		}
+		if out, err := w.dockerOn(x, "exec", nginx, "nginx", "-t"); err != nil {
+			t.Fatalf("the rejecting node's config on disk does not pass nginx -t: %v %s", err, out)
+		}
+		w.mustDocker("service", "rm", "reject", "fine")
+		testenv.Eventually(t, swarmConverge, func() error {
+			for _, i := range all {
+				if conf, err := w.renderedConfig(i); err != nil || strings.Contains(conf, fineHost) {
+					return fmt.Errorf("%s still routes %s: %v", w.sw.Nodes[i].Name, fineHost, err)
+				}
+			}
+			return nil
+		})
+	})
+
 	t.Run("s_StandbyBerthStaysHealthy", func(t *testing.T) {
 		// Fixed on main in 6a3123e: the standby failed `berth health`
 		// ("no reconcile pass has finished yet") and was replaced every
