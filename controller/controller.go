@@ -3,8 +3,10 @@
 // reconcile loop that writes nginx files, validates them with nginx -t in the
 // nginx container and signals a reload.
 //
-// Only docker.go talks to Docker. The loop is the single writer of berth's
-// nginx files. It must not touch any file in the conf dir that is not
+// Only the docker*.go files talk to Docker (docker.go to one engine, the
+// docker_swarm*.go files to a Swarm manager's). The loop is the single
+// writer of berth's nginx files; on a Swarm the agents are, each on its
+// node, and the loop hands them the files through a Fleet. It must not touch any file in the conf dir that is not
 // berth's (see nginxconf.Owned), and it never exits the process.
 package controller
 
