@@ -84,6 +84,13 @@ func (s *stack) getTLS(host, path string, roots *x509.CertPool) (reply, *tls.Con
 	s.mu.Lock()
 	addr := "127.0.0.1:" + s.tlsPort
 	s.mu.Unlock()
+	return getTLSAt(addr, host, path, roots)
+}
+
+// getTLSAt sends GET https://host/path to addr, with SNI host, trusting
+// only roots, following no redirect. It also returns the TLS connection
+// state, so callers can check the certificate served on the wire.
+func getTLSAt(addr, host, path string, roots *x509.CertPool) (reply, *tls.ConnectionState, error) {
 	client := &http.Client{
 		Timeout: requestTimeout,
 		Transport: &http.Transport{

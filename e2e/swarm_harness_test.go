@@ -498,33 +498,7 @@ func (w *swarmSuite) get(node int, host, path string) (reply, error) {
 // getTLS sends GET https://host/path through node's published port 443,
 // with SNI host, trusting only roots.
 func (w *swarmSuite) getTLS(node int, host, path string, roots *x509.CertPool) (reply, *tls.ConnectionState, error) {
-	addr := w.addr(node, 443)
-	client := &http.Client{
-		Timeout: requestTimeout,
-		Transport: &http.Transport{
-			Proxy: nil,
-			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{Timeout: requestTimeout}).DialContext(ctx, network, addr)
-			},
-			TLSClientConfig:   &tls.Config{ServerName: host, RootCAs: roots},
-			DisableKeepAlives: true,
-		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	req, err := http.NewRequest(http.MethodGet, "https://"+host+path, nil)
-	if err != nil {
-		return reply{}, nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return reply{}, nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil {
-		return reply{}, nil, err
-	}
-	return reply{status: resp.StatusCode, body: string(body), header: resp.Header}, resp.TLS, nil
+	return getTLSAt(w.addr(node, 443), host, path, roots)
 }
 
 func do(client *http.Client, req *http.Request) (reply, error) {
